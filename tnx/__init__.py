@@ -1,0 +1,3 @@
+"""tnx: deep test-time memories (Titans, TTT, ATLAS, TNT) and companion research systems in JAX."""
+
+__version__ = "0.1.0"
