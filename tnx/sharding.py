@@ -1,0 +1,76 @@
+"""Meshes, partition specs and multi-host start-up, in one place.
+
+Axis names are fixed across tnx: `data` (batch), `fsdp` (parameter sharding), `context`
+(sequence / context parallelism). Meshes always state their axis types; tnx uses `Auto` axes so
+that jit-level sharding propagation works without explicit-mode resharding, and enters manual
+mode only inside `shard_map` at the context-parallel boundary (tnx.tnt).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from tnx import validation
+
+DATA, FSDP, CONTEXT = "data", "fsdp", "context"
+AXES = (DATA, FSDP, CONTEXT)
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, context: int = 1,
+              devices: list[Any] | None = None) -> Mesh:
+  """Builds a (data, fsdp, context) mesh with `Auto` axis types.
+
+  Args:
+    data: size of the data axis; -1 takes all devices left after fsdp * context.
+    fsdp: size of the fsdp axis.
+    context: size of the context (sequence) axis.
+    devices: devices to use (default: all of `jax.devices()`).
+  """
+  devices = list(jax.devices()) if devices is None else list(devices)
+  n = len(devices)
+  fsdp = validation.positive_int("fsdp", fsdp)
+  context = validation.positive_int("context", context)
+  if data == -1:
+    if n % (fsdp * context):
+      raise ValueError(f"fsdp * context = {fsdp * context} must divide the device count {n}")
+    data = n // (fsdp * context)
+  data = validation.positive_int("data", data)
+  if data * fsdp * context > n:
+    raise ValueError(f"mesh data*fsdp*context = {data * fsdp * context} exceeds the {n} devices")
+  return jax.make_mesh((data, fsdp, context), AXES, axis_types=(AxisType.Auto,) * 3,
+                       devices=devices[: data * fsdp * context])
+
+
+def named(mesh: Mesh, *spec: Any) -> NamedSharding:
+  """NamedSharding for `PartitionSpec(*spec)` on `mesh`."""
+  return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def batch_spec(with_context: bool = False) -> PartitionSpec:
+  """Spec of a [B, L, ...] activation: batch over (data, fsdp), sequence over context."""
+  return PartitionSpec((DATA, FSDP), CONTEXT if with_context else None)
+
+
+def shard_map(f: Callable[..., Any], *, mesh: Mesh, in_specs: Any, out_specs: Any,
+              axis_names: frozenset[str] | set[str] | None = None,
+              check_vma: bool = True) -> Callable[..., Any]:
+  """The one call site of `jax.shard_map` in tnx (keeps API churn in one module)."""
+  kwargs: dict[str, Any] = dict(mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                                check_vma=check_vma)
+  if axis_names is not None:
+    kwargs["axis_names"] = frozenset(axis_names)
+  return jax.shard_map(f, **kwargs)
+
+
+def maybe_initialize_distributed() -> None:
+  """Calls `jax.distributed.initialize()` when TNX_DISTRIBUTED=1 (set by launch/ scripts).
+
+  Must run before any JAX computation. On a single host without the variable it does nothing.
+  """
+  if os.environ.get("TNX_DISTRIBUTED", "0") == "1":
+    jax.distributed.initialize()
