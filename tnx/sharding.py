@@ -8,6 +8,7 @@ mode only inside `shard_map` at the context-parallel boundary (tnx.tnt).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -74,3 +75,36 @@ def maybe_initialize_distributed() -> None:
   """
   if os.environ.get("TNX_DISTRIBUTED", "0") == "1":
     jax.distributed.initialize()
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int = 1 << 14) -> PartitionSpec:
+  """FSDP rule for one array: shard its largest dimension divisible by the fsdp axis size over
+  `fsdp` when the array has at least `min_size` elements; otherwise replicate."""
+  if fsdp_size <= 1 or not shape or math.prod(shape) < min_size:
+    return PartitionSpec()
+  for dim in sorted(range(len(shape)), key=lambda i: -shape[i]):
+    if shape[dim] % fsdp_size == 0:
+      spec: list[Any] = [None] * len(shape)
+      spec[dim] = FSDP
+      return PartitionSpec(*spec)
+  return PartitionSpec()
+
+
+def tree_shardings(tree: Any, mesh: Mesh, min_size: int = 1 << 14) -> Any:
+  """NamedShardings for every array leaf of `tree` (params, optimizer state, ...) by
+  `fsdp_spec`; scalars and small arrays are replicated. Leaves need `.shape`."""
+  size = mesh.shape[FSDP]
+  return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), size, min_size)),
+                      tree)
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding of a [B, L] batch: batch over (data, fsdp), sequence over context when the
+  context axis has more than one device."""
+  return NamedSharding(mesh, batch_spec(with_context=mesh.shape[CONTEXT] > 1))
+
+
+def to_global(local_batch: Any, sharding: NamedSharding) -> Any:
+  """Process-local numpy batch (this host's rows) -> global jax.Arrays on `sharding`."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x),
+                      local_batch)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import jax.numpy as jnp
 from flax import nnx
 
 from tnx.models.attention import Attention
@@ -75,6 +76,13 @@ def memory_config(family: str, lm: LMConfig, **fixed: Any) -> Any:
   for key, value in fixed.items():
     if key in names:
       kwargs[key] = value
+  defaults = {f.name: f.default for f in dataclasses.fields(cfg_cls)}
+  for key, value in kwargs.items():
+    default = defaults.get(key)
+    if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+      kwargs[key] = dataclasses.replace(default, **value)
+    elif isinstance(default, type) and isinstance(value, str):
+      kwargs[key] = jnp.dtype(value).type
   return cfg_cls(**kwargs)
 
 

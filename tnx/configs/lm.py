@@ -1,0 +1,129 @@
+"""Language-model training on the default corpus (the Python standard library's source).
+
+  python -m tnx.train --config=lm                      # attention baseline, byte level
+  python -m tnx.train --config=lm:smoke                # seconds on a CPU
+  python -m tnx.train --config=lm --config.model.mixers=titans_mal,swa \
+      --config.model.memory.titans.chunk_size=16 --config.workdir=runs/titans
+  python -m tnx.train --config=lm --resume             # continue the run in workdir exactly
+
+Dimension letters: B batch, L sequence (data.seq_len), D model width, V vocab (256 bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections as mlc
+
+from tnx.models import mixers
+
+# Memory-config fields taken from the LM (heads) or kept at the layer's default (dtypes).
+TIED_FIELDS = ("num_heads", "n_heads", "dtype", "param_dtype")
+
+
+def memory_defaults() -> mlc.ConfigDict:
+  """One sub-dict per memory family with every field of its config dataclass (so that
+  `--config.model.memory.<family>.<field>=v` is checked); empty if the family is absent."""
+  out = mlc.ConfigDict()
+  for family in mixers.MEMORY_FAMILIES:
+    fields = {}
+    try:
+      cfg_cls, _ = mixers.memory_classes(family)
+      for f in dataclasses.fields(cfg_cls):
+        if f.name in TIED_FIELDS:
+          continue
+        if f.default is not dataclasses.MISSING:
+          value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+          value = f.default_factory()
+        else:
+          continue
+        if dataclasses.is_dataclass(value):
+          value = dataclasses.asdict(value)
+        fields[f.name] = value
+    except (ImportError, AttributeError):
+      pass
+    out[family] = mlc.ConfigDict(fields)
+  return out
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+  c = mlc.ConfigDict()
+  c.seed = 0                      # parameter init and data order
+  c.workdir = "runs/lm"           # checkpoints, metrics.jsonl, tb/, loss.png
+
+  c.model = mlc.ConfigDict()
+  c.model.vocab_size = 256        # V: bytes
+  c.model.d_model = 64            # D
+  c.model.n_layers = 2
+  c.model.n_heads = 4             # H; D % H == 0
+  c.model.mlp_hidden = 0          # F; 0 = 8/3 D rounded to 8
+  c.model.mixers = "attention"    # comma list cycled over layers (tnx.models.MIXERS)
+  c.model.window = 64             # sliding window / MAC segment length
+  c.model.n_persistent = 4        # Titans persistent memory tokens
+  c.model.tie_embeddings = True
+  c.model.rope_base = 10000.0
+  c.model.dtype = "float32"       # compute dtype; 'bfloat16' on accelerators
+  c.model.fp32_softmax_and_loss = True
+  c.model.remat = False
+  c.model.memory = memory_defaults()
+
+  c.data = mlc.ConfigDict()
+  c.data.source = "stdlib"        # stdlib | files | mqar | needle
+  c.data.path = ""                # file or directory for source=files
+  c.data.suffixes = ".py,.txt,.md"  # files considered in a directory (comma list)
+  c.data.val_fraction = 0.02      # share of files (by stable path hash) held out
+  c.data.max_bytes = 0            # cap on the corpus read (0 = all)
+  c.data.seq_len = 256            # L (packed window length)
+  c.data.global_batch = 16        # sequences per step over all hosts; divisible by devices
+  c.data.seed = 0                 # shuffle / synthetic-task seed
+  c.data.mqar_pairs = 16          # MQAR key-value pairs per sequence
+  c.data.mqar_queries = 16        # MQAR queries per sequence
+
+  c.opt = mlc.ConfigDict()
+  c.opt.peak_lr = 3e-3
+  c.opt.warmup_steps = 50
+  c.opt.final_lr_ratio = 0.1      # cosine ends at peak * ratio
+  c.opt.b1 = 0.9
+  c.opt.b2 = 0.95
+  c.opt.eps = 1e-8
+  c.opt.weight_decay = 0.1        # decoupled, on matrices only
+  c.opt.no_decay = "embedding"    # comma list of parameter names excluded from decay
+  c.opt.clip = 1.0                # global-norm clip (0 = off)
+
+  c.train = mlc.ConfigDict()
+  c.train.steps = 1000
+  c.train.accum_steps = 1         # microbatches per step (global_batch % accum == 0)
+  c.train.log_every = 10
+  c.train.eval_every = 250        # 0 = only at the end
+  c.train.eval_batches = 8
+  c.train.ckpt_every = 250        # 0 = only at the end
+  c.train.keep_ckpts = 2
+  c.train.resume = False          # --resume: continue from the latest checkpoint in workdir
+  c.train.init_from = ""          # workdir whose latest params initialize this run (stage 2)
+  c.train.chunk_sweep = ""        # comma list of chunk sizes evaluated at the end
+  c.train.progress = True         # tqdm bar
+  c.train.plot = True             # loss curve PNG at the end
+
+  c.mesh = mlc.ConfigDict()
+  c.mesh.data = -1                # -1 = all devices left
+  c.mesh.fsdp = 1
+  c.mesh.context = 1
+
+  if arg == "smoke":
+    apply_smoke(c)
+  elif arg not in (None, ""):
+    raise ValueError(f"config argument {arg!r} is unknown; expected '' or 'smoke'")
+  return c
+
+
+def apply_smoke(c: mlc.ConfigDict) -> mlc.ConfigDict:
+  """A tiny variant that runs in seconds on a CPU."""
+  c.workdir = "runs/lm_smoke"
+  c.model.d_model, c.model.n_layers, c.model.n_heads, c.model.window = 32, 2, 2, 16
+  c.data.seq_len, c.data.global_batch, c.data.max_bytes = 64, 8, 200_000
+  c.opt.warmup_steps = 2
+  c.train.steps, c.train.log_every, c.train.eval_every = 8, 2, 4
+  c.train.eval_batches, c.train.ckpt_every = 2, 4
+  c.train.progress = False
+  return c

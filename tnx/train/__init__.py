@@ -1,0 +1,1 @@
+"""Training: data (grain), optimizer (optax), checkpoints (orbax), metrics, eval, the loop."""

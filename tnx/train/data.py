@@ -1,0 +1,222 @@
+"""Input pipelines with grain: text corpora packed into fixed-length windows, and synthetic
+recall tasks. Every example is a dict of numpy arrays:
+
+  inputs [L] int32, targets [L] int32 (inputs shifted by one), weights [L] float32 (loss mask).
+
+Sources:
+  'stdlib'  the running interpreter's standard-library .py files (always available offline),
+            split into train/validation by a stable hash of the path relative to the stdlib root;
+  'files'   any text file or directory (all files with `suffixes`), split the same way, or, for
+            a single file, its last `val_fraction` of bytes as validation;
+  'mqar'    multi-query associative recall; 'needle': single needle in a haystack.
+Packing concatenates documents separated by a 0 byte and cuts windows of L + 1 tokens.
+Per-process sharding slices the window index space by `jax.process_index()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sysconfig
+from pathlib import Path
+from typing import Any, Protocol
+
+import grain
+import jax
+import numpy as np
+
+from tnx import validation
+
+SEPARATOR = 0
+SOURCES = ("stdlib", "files", "mqar", "needle")
+
+
+class Tokenizer(Protocol):
+  """What the pipeline needs from a tokenizer."""
+
+  vocab_size: int
+
+  def encode(self, text: bytes) -> np.ndarray: ...
+
+  def decode(self, ids: np.ndarray) -> bytes: ...
+
+
+class ByteTokenizer:
+  """256-symbol byte-level tokenizer (one token per byte, so bits/token = bits/byte)."""
+
+  vocab_size = 256
+
+  def encode(self, text: bytes) -> np.ndarray:
+    return np.frombuffer(bytes(text), dtype=np.uint8).astype(np.int32)
+
+  def decode(self, ids: np.ndarray) -> bytes:
+    return np.asarray(ids, dtype=np.uint8).tobytes()
+
+
+def stable_fraction(key: str) -> float:
+  """A number in [0, 1) that depends only on `key` (sha256), stable across runs and hosts."""
+  return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def stdlib_root() -> Path:
+  return Path(sysconfig.get_paths()["stdlib"])
+
+
+def list_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+  """Sorted files under `root` with one of `suffixes`, skipping site-/dist-packages."""
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "dist-packages",
+                                                          "__pycache__"))
+    out.extend(Path(dirpath) / f for f in filenames if f.endswith(suffixes))
+  return sorted(out)
+
+
+def read_text_corpus(source: str, split: str, *, path: str = "", val_fraction: float = 0.02,
+                     suffixes: tuple[str, ...] = (".py",), max_bytes: int = 0,
+                     tokenizer: Tokenizer | None = None) -> np.ndarray:
+  """Token stream [N] int32 of one split of a text source ('stdlib' or 'files')."""
+  validation.one_of("split", split, ("train", "validation"))
+  validation.one_of("source", source, ("stdlib", "files"))
+  validation.in_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+  tokenizer = tokenizer or ByteTokenizer()
+  root = stdlib_root() if source == "stdlib" else Path(path)
+  if source == "files" and not root.exists():
+    raise ValueError(f"data.path={path!r} does not exist; expected a text file or directory")
+  if root.is_file():
+    data = root.read_bytes()
+    cut = int(len(data) * (1 - val_fraction))
+    docs = [data[:cut] if split == "train" else data[cut:]]
+  else:
+    docs = []
+    for f in list_files(root, suffixes):
+      rel = f.relative_to(root).as_posix()
+      if (stable_fraction(rel) < val_fraction) == (split == "validation"):
+        docs.append(f.read_bytes())
+  if not docs or not any(docs):
+    raise ValueError(f"no text found for source={source!r} path={str(root)!r} split={split!r}")
+  parts, total = [], 0
+  for d in docs:
+    ids = tokenizer.encode(d)
+    parts.extend([ids, np.array([SEPARATOR], np.int32)])
+    total += len(ids) + 1
+    if max_bytes and total >= max_bytes:
+      break
+  stream = np.concatenate(parts).astype(np.int32)
+  return stream[:max_bytes] if max_bytes else stream
+
+
+class PackedWindows:
+  """Random-access source: window i = stream[i L : (i + 1) L + 1] as inputs/targets/weights."""
+
+  def __init__(self, stream: np.ndarray, seq_len: int):
+    self.stream, self.seq_len = stream, validation.positive_int("seq_len", seq_len)
+    if len(stream) < seq_len + 1:
+      raise ValueError(f"token stream of {len(stream)} tokens is shorter than seq_len + 1 = "
+                       f"{seq_len + 1}")
+
+  def __len__(self) -> int:
+    return (len(self.stream) - 1) // self.seq_len
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    w = self.stream[i * self.seq_len: (i + 1) * self.seq_len + 1]
+    return {"inputs": w[:-1], "targets": w[1:], "weights": np.ones(self.seq_len, np.float32)}
+
+
+class MQAR:
+  """Multi-query associative recall. Each sequence starts with `n_pairs` (key, value) pairs
+  (keys distinct, from [2, V/2); values from [V/2, V)); afterwards `n_queries` of those keys
+  appear at random non-overlapping positions, each followed by its value; the rest is filler
+  token 1. The loss/accuracy weight is 1 exactly at positions whose target is a recalled value.
+  """
+
+  def __init__(self, seq_len: int, n_pairs: int, n_queries: int, vocab_size: int, seed: int):
+    self.seq_len, self.n_pairs, self.n_queries = seq_len, n_pairs, n_queries
+    self.vocab_size, self.seed = vocab_size, seed
+    if n_pairs > vocab_size // 2 - 2:
+      raise ValueError(f"n_pairs={n_pairs} needs vocab_size >= {2 * n_pairs + 4}")
+    if 2 * n_pairs + 2 * n_queries > seq_len + 1:
+      raise ValueError(f"2*n_pairs + 2*n_queries = {2 * n_pairs + 2 * n_queries} does not fit "
+                       f"seq_len + 1 = {seq_len + 1}")
+
+  def __len__(self) -> int:
+    return 1 << 30
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng((self.seed, int(i)))
+    half = self.vocab_size // 2
+    keys = rng.choice(np.arange(2, half), self.n_pairs, replace=False)
+    values = rng.integers(half, self.vocab_size, self.n_pairs)
+    seq = np.ones(self.seq_len + 1, np.int32)
+    seq[0:2 * self.n_pairs:2], seq[1:2 * self.n_pairs:2] = keys, values
+    slots = (self.seq_len + 1 - 2 * self.n_pairs) // 2
+    pos = 2 * self.n_pairs + 2 * np.sort(rng.choice(slots, self.n_queries, replace=False))
+    which = rng.integers(0, self.n_pairs, self.n_queries)
+    seq[pos], seq[pos + 1] = keys[which], values[which]
+    weights = np.zeros(self.seq_len, np.float32)
+    weights[pos] = 1.0  # input = key at pos, target = value at pos + 1
+    return {"inputs": seq[:-1], "targets": seq[1:], "weights": weights}
+
+
+class Needle:
+  """Single needle in a haystack: random haystack tokens from [3, V/2); the needle
+  (marker 1, key, value) sits at a random depth; the sequence ends with (marker 1, key) and the
+  target at the last position is the value (key from [V/2, 3V/4), value from [3V/4, V)).
+  Weight 1 only at the last position.
+  """
+
+  def __init__(self, seq_len: int, vocab_size: int, seed: int):
+    if seq_len < 8 or vocab_size < 16:
+      raise ValueError(f"needle needs seq_len >= 8 and vocab_size >= 16, got {seq_len}, "
+                       f"{vocab_size}")
+    self.seq_len, self.vocab_size, self.seed = seq_len, vocab_size, seed
+
+  def __len__(self) -> int:
+    return 1 << 30
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng((self.seed, int(i)))
+    v = self.vocab_size
+    seq = rng.integers(3, v // 2, self.seq_len + 1).astype(np.int32)
+    key, value = rng.integers(v // 2, 3 * v // 4), rng.integers(3 * v // 4, v)
+    depth = rng.integers(0, self.seq_len - 5)
+    seq[depth:depth + 3] = (1, key, value)
+    seq[-3:] = (1, key, value)
+    weights = np.zeros(self.seq_len, np.float32)
+    weights[-1] = 1.0
+    return {"inputs": seq[:-1], "targets": seq[1:], "weights": weights}
+
+
+def make_source(data: Any, seq_len: int, vocab_size: int, split: str) -> Any:
+  """The random-access source of one split described by the `data` config block."""
+  validation.one_of("data.source", data.source, SOURCES)
+  if data.source in ("stdlib", "files"):
+    stream = read_text_corpus(data.source, split, path=data.path,
+                              val_fraction=data.val_fraction,
+                              suffixes=tuple(data.suffixes), max_bytes=data.max_bytes)
+    return PackedWindows(stream, seq_len)
+  seed = data.seed + (0 if split == "train" else 1_000_003)
+  if data.source == "mqar":
+    return MQAR(seq_len, data.mqar_pairs, data.mqar_queries, vocab_size, seed)
+  return Needle(seq_len, vocab_size, seed)
+
+
+def batches(source: Any, local_batch: int, *, seed: int, shuffle: bool = True,
+            repeat: bool = True) -> grain.IterDataset:
+  """grain pipeline: per-process slice -> (shuffle) -> (repeat) -> batch -> IterDataset.
+
+  The iterator's `get_state()`/`set_state()` is its position; it is checkpointed for resume.
+  """
+  validation.positive_int("local_batch", local_batch)
+  ds = grain.MapDataset.source(source)[jax.process_index()::jax.process_count()]
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if repeat:
+    ds = ds.repeat(None)
+  return ds.batch(local_batch, drop_remainder=True).to_iter_dataset()
+
+
+def eval_batches(source: Any, local_batch: int, num_batches: int) -> list[dict[str, np.ndarray]]:
+  """The first `num_batches` batches of a split (fixed, unshuffled, for comparable evals)."""
+  it = iter(batches(source, local_batch, seed=0, shuffle=False, repeat=True))
+  return [next(it) for _ in range(num_batches)]
