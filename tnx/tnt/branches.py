@@ -1,0 +1,175 @@
+"""The TNT memory math as pure functions over arrays (no NNX), so it can be jitted, vmapped and
+shard_mapped.
+
+Global branch (TNT Eq. 5, 7): the chunked primitive with chunk C_G over the whole sequence,
+never reset, read at the chunk-start state.
+
+Local branch i (TNT Eq. 6, 7 with the chunk-start base state, spec 3.2): every shard of S_L
+tokens starts from the learned W_init[i] and runs the chunked primitive with chunk C_L[i]; its
+queries are the Q-K projected M_t q_t. Shards are independent, so full shards are folded into
+the batch axis ([B, H, L] -> [B * L/S_L, H, S_L]); a final partial shard (L % S_L tokens)
+runs on its own, so its end state is exact for decoding.
+
+Output: o_t = global read + sum of local reads (or the mean / a learned weighted sum).
+
+Shapes: B batch, H heads, L length, K head dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from tnx.memory import chunked
+from tnx.memory import model as mm
+from tnx.tnt import qk_projection as qkp
+from tnx.tnt.config import TNTConfig
+
+
+class BranchInputs(NamedTuple):
+  """Inputs of one memory: q, k, v [B, H, L, K]; lr and optional gates [B, H, L]."""
+
+  q: jax.Array
+  k: jax.Array
+  v: jax.Array
+  lr: jax.Array
+  mom_decay: jax.Array | None = None
+  forget: jax.Array | None = None
+
+
+class MemoryParams(NamedTuple):
+  """Outer parameters the math needs (compute dtype).
+
+  global_init: V_0, leaves [H, ...] (None without a global memory).
+  local_inits: W_init of each local memory, leaves [H, ...].
+  lns: LN-residual {"scale", "bias"} [H, K] per memory (global first), or Nones.
+  weights: [M, H] branch weights for combine="weighted", else None.
+  """
+
+  global_init: mm.State | None
+  local_inits: tuple[mm.State, ...]
+  lns: tuple[dict[str, jax.Array] | None, ...]
+  weights: jax.Array | None
+
+
+def fold_shards(x: jax.Array, shard_length: int) -> jax.Array:
+  """[B, H, n * S, ...] -> [B * n, H, S, ...] (shard m of sequence b goes to row b * n + m)."""
+  b, h, length = x.shape[:3]
+  n = length // shard_length
+  x = x.reshape((b, h, n, shard_length) + x.shape[3:])
+  x = jnp.moveaxis(x, 2, 1)
+  return x.reshape((b * n, h, shard_length) + x.shape[4:])
+
+
+def unfold_shards(x: jax.Array, batch: int) -> jax.Array:
+  """Inverse of `fold_shards`: [B * n, H, S, ...] -> [B, H, n * S, ...]."""
+  bn, h, s = x.shape[:3]
+  n = bn // batch
+  x = x.reshape((batch, n, h, s) + x.shape[3:])
+  x = jnp.moveaxis(x, 1, 2)
+  return x.reshape((batch, h, n * s) + x.shape[4:])
+
+
+def _slice(inp: BranchInputs, start: int, stop: int) -> BranchInputs:
+  return BranchInputs(*(None if a is None else a[:, :, start:stop] for a in inp))
+
+
+def global_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs,
+                  ln: dict[str, jax.Array] | None = None, *, state_batched: bool = False,
+                  momentum0: mm.State | None = None
+                  ) -> tuple[jax.Array, chunked.MemoryCarry]:
+  """Global memory over the whole sequence. Returns (o [B, H, L, K], carry after the end)."""
+  return chunked.chunked_memory(
+      cfg.memory, state0, inp.q, inp.k, inp.v, inp.lr, chunk_size=cfg.global_chunk_size,
+      mom_decay=inp.mom_decay, forget=inp.forget, momentum0=momentum0,
+      retrieval=cfg.global_retrieval, inner_loss=cfg.inner_loss, ln=ln,
+      remat_group=cfg.remat_group, state_batched=state_batched)
+
+
+def project_queries(cfg: TNTConfig, q: jax.Array, k: jax.Array, chunk_size: int) -> jax.Array:
+  """Local queries of one shard-aligned piece [B, H, S, K] (identity without projection)."""
+  if not cfg.qk_projection:
+    return q
+  reset = None if cfg.qk_scope == "shard" else chunk_size
+  return qkp.qk_project(q, k, reset_every=reset, rescale=cfg.qk_rescale)
+
+
+def _local_piece(cfg, state0, inp: BranchInputs, ln, chunk_size):
+  q = project_queries(cfg, inp.q, inp.k, chunk_size)
+  return chunked.chunked_memory(
+      cfg.memory, state0, q, inp.k, inp.v, inp.lr, chunk_size=chunk_size,
+      mom_decay=inp.mom_decay, forget=inp.forget, retrieval="intra_chunk",
+      inner_loss=cfg.inner_loss, ln=ln, remat_group=cfg.remat_group)
+
+
+def local_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs, *, chunk_size: int,
+                 shard_length: int, ln: dict[str, jax.Array] | None = None
+                 ) -> tuple[jax.Array, chunked.MemoryCarry]:
+  """One local memory: reset to `state0` (leaves [H, ...]) every `shard_length` tokens.
+
+  Returns (o [B, H, L, K], carry of the shard in progress at the end of the sequence; when L
+  is a multiple of S_L the next token starts a new shard and resets anyway).
+  """
+  batch, _, length = inp.q.shape[:3]
+  n_full, rem = divmod(length, shard_length)
+  outs, carry = [], None
+  if n_full:
+    full = _slice(inp, 0, n_full * shard_length)
+    folded = BranchInputs(*(None if a is None else fold_shards(a, shard_length) for a in full))
+    o, carry = _local_piece(cfg, state0, folded, ln, chunk_size)
+    outs.append(unfold_shards(o, batch))
+    carry = jax.tree.map(lambda x: x.reshape((batch, n_full) + x.shape[1:])[:, -1], carry)
+  if rem:
+    o, carry = _local_piece(cfg, state0, _slice(inp, n_full * shard_length, length), ln,
+                            chunk_size)
+    outs.append(o)
+  return (outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)), carry
+
+
+def combine(cfg: TNTConfig, reads: Sequence[jax.Array], weights: jax.Array | None
+            ) -> jax.Array:
+  """Combines the memory reads [B, H, L, K] (global first) into one [B, H, L, K]."""
+  if cfg.combine == "weighted":
+    return sum(r * weights[i][None, :, None, None].astype(r.dtype) for i, r in enumerate(reads))
+  total = sum(reads)
+  return total / len(reads) if cfg.combine == "mean" else total
+
+
+GlobalFn = Callable[[TNTConfig, mm.State, BranchInputs, Any], tuple[jax.Array, Any]]
+
+
+def _default_global(cfg, state0, inp, ln):
+  return global_branch(cfg, state0, inp, ln)
+
+
+def tnt_mix(cfg: TNTConfig, params: MemoryParams, inputs: Sequence[BranchInputs], *,
+            global_fn: GlobalFn = _default_global, return_carries: bool = False) -> Any:
+  """All TNT memories and their combination.
+
+  Args:
+    cfg: configuration (chunk sizes, shard lengths, projection, combination).
+    params: outer parameters (see MemoryParams).
+    inputs: one BranchInputs per memory, the global one first (when cfg.use_global).
+    global_fn: how the global chain is computed (replaced under context parallelism).
+    return_carries: also return (global carry, local carries) for decoding.
+  Returns:
+    o [B, H, L, K], or (o, (global_carry | None, [local carries])).
+  """
+  if len(inputs) != cfg.num_memories:
+    raise ValueError(f"inputs must hold {cfg.num_memories} BranchInputs (global first), got "
+                     f"{len(inputs)}")
+  reads, g_carry, l_carries = [], None, []
+  offset = int(cfg.use_global)
+  if cfg.use_global:
+    o, g_carry = global_fn(cfg, params.global_init, inputs[0], params.lns[0])
+    reads.append(o)
+  for i, (c, s) in enumerate(zip(cfg.local_chunk_sizes, cfg.shard_lengths)):
+    o, carry = local_branch(cfg, params.local_inits[i], inputs[offset + i], chunk_size=c,
+                            shard_length=s, ln=params.lns[offset + i])
+    reads.append(o)
+    l_carries.append(carry)
+  out = combine(cfg, reads, params.weights)
+  return (out, (g_carry, l_carries)) if return_carries else out
