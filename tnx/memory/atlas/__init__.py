@@ -4,6 +4,7 @@ DLA, SWLA, OmegaNet, Atlas, Atlas++, DeepTransformer, SWDT, Dot with MAG/MAL hyb
 
 from tnx.memory.atlas.inner_optim import CUBIC, QUINTIC, newton_schulz, polar_factor
 from tnx.memory.atlas.memory import AtlasMemoryConfig
+from tnx.memory.atlas.mixers import VARIANTS, AtlasConfig, AtlasMixer
 from tnx.memory.atlas.omega import (
                                     OmegaCarry,
                                     OmegaRule,
@@ -13,6 +14,7 @@ from tnx.memory.atlas.omega import (
 )
 
 __all__ = [
-    "CUBIC", "QUINTIC", "AtlasMemoryConfig", "OmegaCarry", "OmegaRule", "newton_schulz",
-    "omega_decode_step", "omega_memory", "polar_factor", "sequential_reference",
+    "CUBIC", "QUINTIC", "VARIANTS", "AtlasConfig", "AtlasMemoryConfig", "AtlasMixer",
+    "OmegaCarry", "OmegaRule", "newton_schulz", "omega_decode_step", "omega_memory",
+    "polar_factor", "sequential_reference",
 ]
