@@ -9,6 +9,7 @@ DP pipeline that is synthetic data), never private or test data.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -46,15 +47,22 @@ class TrainConfig:
   seed: int = 0
 
 
-@nnx.jit
-def _train_step(model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array):
-  def loss_fn(m):
-    logits = m(x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+@functools.partial(jax.jit, static_argnames="graphdef", donate_argnames="state")
+def _train_epoch(graphdef, state, x_SxBxD: jax.Array, y_SxB: jax.Array):
+  """One epoch of Adam steps (lax.scan over S batches) on the split (model, optimizer)."""
 
-  loss, grads = nnx.value_and_grad(loss_fn)(model)
-  optimizer.update(model, grads)
-  return loss
+  def step(state, batch):
+    model, optimizer = nnx.merge(graphdef, state)
+    x, y = batch
+
+    def loss_fn(m):
+      return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return nnx.state((model, optimizer)), loss
+
+  return jax.lax.scan(step, state, (x_SxBxD, y_SxB))
 
 
 @nnx.jit
@@ -93,12 +101,13 @@ def fit(model: nnx.Module, x_NxD: jax.Array, y_N: jax.Array,
   optimizer = nnx.Optimizer(model, optax.adam(config.learning_rate), wrt=nnx.Param)
   bs = min(config.batch_size, len(tr))
   best, best_state, since, epochs_run = -1.0, None, 0, 0
+  graphdef, state = nnx.split((model, optimizer))
+  steps = len(tr) // bs                  # full batches only: one compiled shape
   for epoch in range(1, config.epochs + 1):
     epochs_run = epoch
-    order = tr[rng.permutation(len(tr))]
-    for i in range(len(order) // bs):   # full batches only: one compiled shape
-      idx = order[i * bs:(i + 1) * bs]
-      _train_step(model, optimizer, jnp.asarray(x[idx]), jnp.asarray(y[idx]))
+    order = tr[rng.permutation(len(tr))][: steps * bs].reshape(steps, bs)
+    state, _ = _train_epoch(graphdef, state, jnp.asarray(x[order]), jnp.asarray(y[order]))
+    nnx.update((model, optimizer), state)
     if n_val == 0:
       continue
     acc = accuracy(model, x[val], y[val])

@@ -45,14 +45,18 @@ def discrete_laplace_std(scale: float) -> float:
   return math.sqrt(2.0 * math.exp(-a)) / -math.expm1(-a)
 
 
-def discrete_laplace(key: jax.Array, scale: float, shape: tuple[int, ...]) -> jax.Array:
+def host_rng(key: jax.Array) -> np.random.Generator:
+  """NumPy generator seeded from a JAX key, for noise on small per-node host arrays."""
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+def discrete_laplace(rng: np.random.Generator, scale: float, shape: tuple[int, ...]
+                     ) -> np.ndarray:
   """Integer noise with pmf proportional to exp(-|x| / scale) (difference of geometrics)."""
   if scale <= 0:
-    return jnp.zeros(shape, jnp.int32)
+    return np.zeros(shape, np.int64)
   p = -math.expm1(-1.0 / scale)
-  k1, k2 = jax.random.split(key)
-  return (jax.random.geometric(k1, p, shape, dtype=jnp.int32)
-          - jax.random.geometric(k2, p, shape, dtype=jnp.int32))
+  return rng.geometric(p, shape) - rng.geometric(p, shape)
 
 
 @jax.jit
@@ -70,6 +74,22 @@ def _histogram(cell_N: jax.Array, num_segments: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnames="num_segments")
 def _segment_sums(z_NxD: jax.Array, cell_N: jax.Array, num_segments: int) -> jax.Array:
   return jax.ops.segment_sum(z_NxD, cell_N, num_segments=num_segments)
+
+
+@jax.jit
+def _descend(node_N, leaf_N, leaf_id_P, slot_P, bits_NxL, level, dump):
+  """One tree level for every point: record leaf ids, move branched points to children."""
+  leaf_N = jnp.where(leaf_N >= 0, leaf_N, leaf_id_P[node_N])
+  slot_N = slot_P[node_N]
+  bit_N = jax.lax.dynamic_index_in_dim(bits_NxL, level, axis=1, keepdims=False)
+  return jnp.where(slot_N >= 0, 2 * slot_N + bit_N, dump), leaf_N
+
+
+def _padded(values: np.ndarray) -> jax.Array:
+  """int32 copy padded with -1 to a power-of-two length (bounds recompilation)."""
+  out = np.full(_pad(len(values)), -1, np.int32)
+  out[: len(values)] = values
+  return jnp.asarray(out)
 
 
 def _pad(m: int) -> int:
@@ -120,10 +140,12 @@ class ClusteringBackend(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Coreset:
-  """Private weighted coreset: leaf averages [M, D], noisy counts [M], class of each leaf."""
+  """Private weighted coreset: leaf averages [M, D], noisy counts [M], class of each leaf,
+  and the noisy leaf sums [M, D] the averages were computed from."""
   points_MxD: np.ndarray
   weights_M: np.ndarray
   class_M: np.ndarray
+  sums_MxD: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,17 +176,17 @@ class LSHCoresetBackend:
               radius: float, count_scale: float, sum_multiplier: float) -> Coreset:
     """Builds the private coreset (all classes at once, one tree root per class)."""
     k_planes, k_noise = jax.random.split(key)
+    rng = host_rng(k_noise)
     dim = z_NxD.shape[-1]
     planes = jax.random.normal(k_planes, (dim, self.max_depth), z_NxD.dtype)
     bits_NxL = simhash_bits(z_NxD, planes)
     keep_at = max(1.0, self.keep_sigmas * discrete_laplace_std(count_scale))
     branch_at = self.branch_factor * keep_at
-    keys = jax.random.split(k_noise, self.max_depth + 2)
 
     node_N = jnp.asarray(y_N, jnp.int32)       # node id of each point at the current level
     m = num_classes
     counts = np.asarray(_histogram(node_N, _pad(m)))[:m]
-    counts = counts + np.asarray(discrete_laplace(keys[0], count_scale, (m,)))
+    counts = counts + discrete_laplace(rng, count_scale, (m,))
     node_class = np.arange(num_classes)
     leaf_N = jnp.full(node_N.shape, -1, jnp.int32)
     leaf_counts, leaf_class = [], []
@@ -178,27 +200,25 @@ class LSHCoresetBackend:
       leaf_id[:m][leaf] = len(leaf_counts) + np.arange(leaf.sum())
       leaf_counts.extend(counts[leaf].tolist())
       leaf_class.extend(node_class[leaf].tolist())
-      leaf_N = jnp.where(leaf_N >= 0, leaf_N, jnp.asarray(leaf_id, jnp.int32)[node_N])
-      if not branch.any():
-        break
       slot = np.full(m + 1, -1, np.int64)
       slot[:m][branch] = np.arange(branch.sum())
-      slot_N = jnp.asarray(slot, jnp.int32)[node_N]
       m_next = 2 * int(branch.sum())
-      node_N = jnp.where(slot_N >= 0, 2 * slot_N + bits_NxL[:, level], m_next)
+      node_N, leaf_N = _descend(node_N, leaf_N, _padded(leaf_id), _padded(slot), bits_NxL,
+                                min(level, self.max_depth - 1), m_next)
+      if not branch.any():
+        break
       counts = np.asarray(_histogram(node_N, _pad(m_next + 1)))[:m_next]
-      counts = counts + np.asarray(discrete_laplace(keys[level + 1], count_scale, (m_next,)))
+      counts = counts + discrete_laplace(rng, count_scale, (m_next,))
       node_class = np.repeat(node_class[branch], 2)
       m = m_next
 
     num_leaves = len(leaf_counts)
     cell_N = jnp.where(leaf_N >= 0, leaf_N, num_leaves)
-    sums = np.asarray(_segment_sums(z_NxD, cell_N, _pad(num_leaves + 1)))[:num_leaves]
-    sums = sums + sum_multiplier * radius * np.asarray(
-        jax.random.normal(keys[-1], (num_leaves, dim), jnp.float64))
+    sums = np.asarray(_segment_sums(z_NxD, cell_N, _pad(num_leaves + 1)), np.float64)
+    sums = sums[:num_leaves] + sum_multiplier * radius * rng.standard_normal((num_leaves, dim))
     w = np.asarray(leaf_counts, np.float64)
     pts = _clip_centres(sums / np.maximum(w, 1.0)[:, None], radius) if num_leaves else sums
-    return Coreset(pts, w, np.asarray(leaf_class, np.int64))
+    return Coreset(pts, w, np.asarray(leaf_class, np.int64), sums)
 
   def fit(self, key: jax.Array, z_NxD: jax.Array, y_N: jax.Array, num_classes: int, k: int,
           radius: float, scales: dict[str, float]) -> np.ndarray:

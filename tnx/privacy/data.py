@@ -13,6 +13,7 @@ Dimension letters: N points, D embedding dim, C classes, K components per class.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -99,13 +100,20 @@ def sphere_gmm(key: jax.Array, n: int, num_classes: int, k: int, dim: int, gap: 
   dim = validation.positive_int("dim", dim)
   gap = validation.in_range("gap", gap, 0.0, 1.0, low_open=True, high_open=True)
   std = validation.positive("std", std)
+  z, y, comp, mu = _sphere_gmm(key, n, num_classes, k, dim, gap, std, dtype)
+  return z, y, comp, SphereGMM(np.asarray(mu), std)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 7))
+def _sphere_gmm(key, n, num_classes, k, dim, gap, std, dtype):
   k_mu, k_y, k_c, k_e = jax.random.split(key, 4)
   mu = jax.random.normal(k_mu, (num_classes, k, dim), dtype)
   mu = gap * mu / jnp.linalg.norm(mu, axis=-1, keepdims=True)
   y = jax.random.randint(k_y, (n,), 0, num_classes)
   comp = jax.random.randint(k_c, (n,), 0, k)
   z = mu[y, comp] + std * jax.random.normal(k_e, (n, dim), dtype)
-  return clip_rows(z, 1.0), y, comp, SphereGMM(np.asarray(mu), std)
+  z = z * jnp.minimum(1.0, 1.0 / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-30))
+  return z, y, comp, mu
 
 
 @dataclasses.dataclass(frozen=True)

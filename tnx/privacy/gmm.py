@@ -78,6 +78,7 @@ def cell_moments(z_NxD: jax.Array, cell_N: jax.Array, centres_MxD: jax.Array, nu
   return counts, sums, q
 
 
+@functools.partial(jax.jit, static_argnames="cov_type")
 def add_moment_noise(key: jax.Array, counts, sums, q, stds: tuple[float, float, float],
                      cov_type: str):
   """Gaussian noise on the three blocks (float64); full: i.i.d. on the upper triangle only."""
@@ -119,8 +120,16 @@ def to_mixture(counts_M, sums_MxD, q_M, centres_MxD, num_classes: int, cov_type:
   """
   validation.one_of("cov_type", cov_type, COV_TYPES)
   validation.in_range("shrinkage", shrinkage, 0.0, 1.0)
-  n_min = max(float(n_min), 1.0)
-  counts = jnp.asarray(counts_M, jnp.float64)
+  validation.positive_int("num_classes", num_classes)
+  return _to_mixture(jnp.asarray(counts_M, jnp.float64), jnp.asarray(sums_MxD, jnp.float64),
+                     jnp.asarray(q_M, jnp.float64), jnp.asarray(centres_MxD, jnp.float64),
+                     num_classes, cov_type, max(float(n_min), 1.0), floor_abs, floor_rel,
+                     shrinkage)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "cov_type"))
+def _to_mixture(counts, sums_MxD, q_M, centres_MxD, num_classes, cov_type, n_min, floor_abs,
+                floor_rel, shrinkage) -> Mixture:
   m, d = sums_MxD.shape
   k = m // num_classes
   keep = counts >= n_min
@@ -178,6 +187,11 @@ def sample(key: jax.Array, mixture: Mixture, m: int, balanced: bool = False,
   m = validation.positive_int("m", m)
   sizes = class_sizes(np.asarray(mixture.class_weights_C), m, balanced)
   y = jnp.asarray(np.repeat(np.arange(len(sizes)), sizes), jnp.int32)
+  return _sample(key, mixture, y, renormalize)
+
+
+@functools.partial(jax.jit, static_argnames="renormalize")
+def _sample(key: jax.Array, mixture: Mixture, y: jax.Array, renormalize: bool):
   kc, ke = jax.random.split(key)
   logw = jnp.log(jnp.maximum(mixture.weights_CxK[y], 0.0))
   comp = jax.random.categorical(kc, logw, axis=-1)
