@@ -44,7 +44,8 @@ def attend(q_BxLxHxK: jax.Array, k_BxSxHxK: jax.Array, v_BxSxHxK: jax.Array,
   scale = q_BxLxHxK.shape[-1] ** -0.5
   logits_BxHxLxS = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK) * scale
   if softmax_f32:  # Precision: the softmax is always taken in float32 when requested.
-    logits_BxHxLxS = logits_BxHxLxS.astype(jnp.float32)
+    logits_BxHxLxS = logits_BxHxLxS.astype(jnp.promote_types(logits_BxHxLxS.dtype,
+                                                              jnp.float32))
   logits_BxHxLxS = jnp.where(mask_LxS[None, None], logits_BxHxLxS,
                              jnp.finfo(logits_BxHxLxS.dtype).min)
   probs = jax.nn.softmax(logits_BxHxLxS, axis=-1).astype(v_BxSxHxK.dtype)

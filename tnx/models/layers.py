@@ -47,11 +47,12 @@ def rope(x_BxLxHxK: jax.Array, positions_L: jax.Array, base: float = 10000.0) ->
   k = x_BxLxHxK.shape[-1]
   if k % 2:
     raise ValueError(f"head dim must be even for RoPE, got {k}")
-  freqs = base ** (-jnp.arange(0, k // 2, dtype=jnp.float32) * 2.0 / k)
-  angles_LxK2 = positions_L.astype(jnp.float32)[:, None] * freqs[None, :]
+  ct = jnp.promote_types(x_BxLxHxK.dtype, jnp.float32)  # at least float32
+  freqs = base ** (-jnp.arange(0, k // 2, dtype=ct) * 2.0 / k)
+  angles_LxK2 = positions_L.astype(ct)[:, None] * freqs[None, :]
   sin = jnp.sin(angles_LxK2)[None, :, None, :]
   cos = jnp.cos(angles_LxK2)[None, :, None, :]
-  x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
+  x1, x2 = jnp.split(x_BxLxHxK.astype(ct), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BxLxHxK.dtype)
 

@@ -122,7 +122,7 @@ register_mixer("titans")(_titans("lmm"))
 
 def _ttt(variant: str) -> MixerFactory:
   def build(lm: LMConfig, rngs: nnx.Rngs) -> nnx.Module:
-    return memory_layer("ttt", lm, rngs, variant=variant, kind=variant, inner_model=variant)
+    return memory_layer("ttt", lm, rngs, kind=variant)
   return build
 
 

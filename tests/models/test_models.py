@@ -1,0 +1,165 @@
+"""Model tests: causality of every mixer, attention against a brute-force reference, RoPE's
+relative-position property, parameter accounting, precision, chunk-size changes."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tnx.models import LM, LMConfig, available_families, param_counts, set_chunk_sizes
+from tnx.models.attention import Attention, causal_mask
+from tnx.models.layers import rope
+
+FAMILY = {"titans": "titans", "ttt": "ttt", "tnt": "tnt", "atlas": "atlas"}
+MEMORY = {  # tiny chunk / shard sizes so a 32-token sequence spans several chunks and shards
+    "titans": {"chunk_size": 4, "lr_max": 0.05},
+    "ttt": {"chunk_size": 4},
+    "tnt": {"global_chunk_size": 16, "shard_length": 8, "local_chunk_sizes": (4,),
+            "lr_max": 0.05},
+    "atlas": {"chunk_size": 4},
+}
+ALL_MIXERS = ["attention", "swa", "titans_lmm", "titans_mal", "titans_mag", "titans_mac",
+              "ttt_linear", "ttt_mlp", "tnt", "atlas"]
+
+
+def family_of(mixer):
+  for fam in FAMILY:
+    if mixer.startswith(fam):
+      return fam
+  return None
+
+
+def jitted(model):
+  graphdef, state = nnx.split(model)
+  fn = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+  return lambda tokens: fn(state, tokens)
+
+
+def tiny(mixer, **kw):
+  fam = family_of(mixer)
+  if fam is not None and fam not in available_families():
+    pytest.skip(f"memory family {fam} not available")
+  memory = {fam: MEMORY[fam]} if fam else {}
+  return LMConfig(vocab_size=64, d_model=16, n_layers=2, n_heads=2, mixers=(mixer,), window=8,
+                  n_persistent=2, memory=memory, **kw)
+
+
+@pytest.mark.parametrize("mixer", ALL_MIXERS)
+def test_causal(mixer):
+  """Changing tokens after position t leaves logits at positions <= t unchanged."""
+  model = jitted(LM(tiny(mixer), rngs=nnx.Rngs(0)))
+  tokens = jax.random.randint(jax.random.key(1), (2, 32), 0, 64, dtype=jnp.int32)
+  t = 13
+  other = tokens.at[:, t + 1:].set((tokens[:, t + 1:] + 7) % 64)
+  a, b = model(tokens), model(other)
+  assert np.all(np.isfinite(a))
+  np.testing.assert_allclose(a[:, :t + 1], b[:, :t + 1], atol=1e-5, rtol=0)
+  assert np.abs(a[:, t + 1:] - b[:, t + 1:]).max() > 1e-4  # the future does reach later logits
+
+
+@pytest.mark.parametrize("mode,window,n_persistent,extra",
+                         [("full", None, 0, False), ("sliding", 5, 3, False),
+                          ("segment", 4, 2, True)])
+def test_attention_matches_brute_force(mode, window, n_persistent, extra):
+  d, h, l = 8, 2, 11
+  att = Attention(d, h, mode=mode, window=window, n_persistent=n_persistent,
+                  dtype=jnp.float64, rngs=nnx.Rngs(0))
+  x = np.asarray(jax.random.normal(jax.random.key(0), (1, l, d), jnp.float64))
+  e = np.asarray(jax.random.normal(jax.random.key(1), (1, l, d), jnp.float64)) if extra else None
+  got = np.asarray(att(jnp.asarray(x), None if e is None else jnp.asarray(e)))
+  w_qkv = np.asarray(att.qkv.kernel[...], np.float64)
+  w_out = np.asarray(att.out.kernel[...], np.float64)
+  k_dim = d // h
+
+  def proj(z):
+    qkv = (z[0] @ w_qkv).reshape(l, 3 * h, k_dim)
+    pos = jnp.arange(l)
+    q = np.asarray(rope(jnp.asarray(qkv[None, :, :h]), pos))[0]
+    k = np.asarray(rope(jnp.asarray(qkv[None, :, h:2 * h]), pos))[0]
+    return q, k, qkv[:, 2 * h:]
+
+  q, k, v = proj(x)
+  out = np.zeros((l, h, k_dim))
+  for i in range(l):
+    for head in range(h):
+      keys, vals = [], []
+      if n_persistent:
+        keys += list(np.asarray(att.persistent_k[...])[:, head])
+        vals += list(np.asarray(att.persistent_v[...])[:, head])
+      allowed = [j for j in range(l) if j <= i and (
+          mode == "full" or (mode == "sliding" and i - j < window)
+          or (mode == "segment" and j // window == i // window))]
+      keys += [k[j, head] for j in allowed]
+      vals += [v[j, head] for j in allowed]
+      if extra:
+        _, k2, v2 = proj(e)
+        keys += [k2[j, head] for j in allowed]
+        vals += [v2[j, head] for j in allowed]
+      s = np.array([q[i, head] @ kk for kk in keys]) / np.sqrt(k_dim)
+      p = np.exp(s - s.max())
+      out[i, head] = (p / p.sum()) @ np.array(vals)
+  np.testing.assert_allclose(got[0], out.reshape(l, d) @ w_out, atol=1e-10)
+
+
+def test_mask_modes():
+  m = np.asarray(causal_mask(6, "sliding", 2))
+  assert m[3].tolist() == [False, False, True, True, False, False]
+  m = np.asarray(causal_mask(6, "segment", 3))
+  assert m[4].tolist() == [False, False, False, True, True, False]
+
+
+def test_rope_is_relative():
+  q = jax.random.normal(jax.random.key(0), (1, 1, 1, 8), jnp.float64)
+  k = jax.random.normal(jax.random.key(1), (1, 1, 1, 8), jnp.float64)
+  dot = lambda m, n: float(jnp.sum(rope(q, jnp.array([m])) * rope(k, jnp.array([n]))))
+  assert dot(5, 2) == pytest.approx(dot(13, 10), abs=1e-12)
+  assert dot(5, 2) != pytest.approx(dot(5, 3), abs=1e-6)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_param_counts_closed_form(tie):
+  cfg = LMConfig(vocab_size=64, d_model=16, n_layers=3, n_heads=2, mlp_hidden=40,
+                 mixers=("attention", "swa"), tie_embeddings=tie)
+  c = param_counts(LM(cfg, rngs=nnx.Rngs(0)))
+  v, d, f, n = 64, 16, 40, 3
+  assert c["embed"] == v * d
+  assert c.get("head", 0) == (0 if tie else d * v)
+  assert c["mixer/attention"] == 2 * 4 * d * d and c["mixer/swa"] == 4 * d * d
+  assert c["mlp"] == n * 3 * d * f and c["norms"] == (2 * n + 1) * d
+  assert c["total"] == v * d * (1 if tie else 2) + n * (4 * d * d + 3 * d * f + 2 * d) + d
+
+
+def test_bf16_compute_fp32_params_and_logits():
+  cfg = dataclasses.replace(tiny("attention"), dtype="bfloat16")
+  model = LM(cfg, rngs=nnx.Rngs(0))
+  logits = jitted(model)(jnp.zeros((1, 8), jnp.int32))
+  assert logits.dtype == jnp.float32
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  ref = jitted(LM(dataclasses.replace(cfg, dtype="float32"), rngs=nnx.Rngs(0)))(
+      jnp.zeros((1, 8), jnp.int32))
+  np.testing.assert_allclose(logits, ref, atol=0.1)  # bf16 round-off only
+  assert not np.allclose(logits, ref, atol=1e-7)
+
+
+def test_chunk_size_changes_keep_params():
+  model = LM(tiny("titans_lmm"), rngs=nnx.Rngs(0))
+  shapes = lambda: [x.shape for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+  before = shapes()
+  tokens = jax.random.randint(jax.random.key(1), (1, 32), 0, 64, dtype=jnp.int32)
+  y4 = jitted(model)(tokens)
+  assert set_chunk_sizes(model, chunk_size=1) == 2
+  assert shapes() == before
+  assert all(b.mixer.memory.cfg.chunk_size == 1 for b in model.blocks)
+  assert not np.allclose(y4, jitted(model)(tokens), atol=1e-6)
+
+
+def test_config_errors():
+  with pytest.raises(ValueError, match="mixers"):
+    LMConfig(mixers=("nope",))
+  with pytest.raises(ValueError, match="n_heads"):
+    LM(LMConfig(d_model=10, n_heads=3), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="d_model"):
+    LMConfig(d_model=0)
