@@ -24,6 +24,7 @@ Shapes: B batch, H heads, L length, K head dim, C chunk size.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -202,7 +203,7 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State, q: jax.Array, k:
   chunk_size = validation.positive_int("chunk_size", chunk_size)
   validation.non_negative_int("remat_group", remat_group)
   validation.one_of("retrieval", retrieval, RETRIEVALS)
-  loss = mm.resolve_loss(inner_loss)
+  mm.resolve_loss(inner_loss)
   if q.ndim != 4:
     raise ValueError(f"q must have shape [B, H, L, K], got {list(q.shape)}")
   b, h, length, kdim = q.shape
@@ -230,6 +231,14 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State, q: jax.Array, k:
   if mom_decay is None:
     momentum0 = None
 
+  return _chunked_jit(cfg, inner_loss, retrieval, chunk_size, remat_group, state_batched,
+                      state0, momentum0, ln, q, k, v, lr, mom_decay, forget)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _chunked_jit(cfg, inner_loss, retrieval, chunk_size, remat_group, state_batched,
+                 state0, momentum0, ln, q, k, v, lr, mom_decay, forget):
+  loss = mm.resolve_loss(inner_loss)
   fn = lambda s, m, ln_, *xs: _single_head(cfg, loss, retrieval, chunk_size, remat_group,
                                            s, m, ln_, *xs)
   s_axis = 0 if state_batched else None
@@ -281,11 +290,33 @@ def decode_step(cfg: mm.MemoryModelConfig, carry: MemoryCarry, q: jax.Array, k: 
   validation.shape("k", k, q.shape)
   validation.shape("v", v, q.shape)
   validation.shape("lr", lr, q.shape[:2])
+  mm.resolve_loss(inner_loss)
+  return _decode_jit(cfg, inner_loss, retrieval, chunk_size, carry, ln, q, k, v, lr,
+                     mom_decay, forget)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _decode_jit(cfg, inner_loss, retrieval, chunk_size, carry, ln, q, k, v, lr, mom_decay,
+                forget):
   loss = mm.resolve_loss(inner_loss)
   fn = lambda c, ln_, *xs: _decode_one(cfg, loss, retrieval, chunk_size, c, ln_, *xs)
   per_head = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, 0, 0, 0))
   per_batch = jax.vmap(per_head, in_axes=(0, None, 0, 0, 0, 0, 0, 0))
   return per_batch(carry, ln, q, k, v, lr, mom_decay, forget)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _reference_token(cfg, loss_name, retrieval, anchor, w, mom, ln, qt, kt, vt, lrt, mdt, fot):
+  loss = mm.resolve_loss(loss_name)
+  token_loss = lambda s: loss(mm.apply(cfg, s, kt, ln), vt)
+  g = jax.grad(token_loss)(anchor)
+  keep = 1.0 if fot is None else 1.0 - fot
+  if mdt is None:
+    w = jax.tree.map(lambda wi, gi: keep * wi - lrt * gi, w, g)
+  else:
+    mom = jax.tree.map(lambda mi, gi: mdt * mi - lrt * gi, mom, g)
+    w = jax.tree.map(lambda wi, mi: keep * wi + mi, w, mom)
+  return mm.apply(cfg, anchor if retrieval == "chunk_start" else w, qt, ln), w, mom
 
 
 def sequential_reference(cfg: mm.MemoryModelConfig, state0: mm.State, q, k, v, lr, *,
@@ -296,21 +327,14 @@ def sequential_reference(cfg: mm.MemoryModelConfig, state0: mm.State, q, k, v, l
   """Slow reference for ONE head: a Python loop over tokens that materializes W_t and takes
   each gradient with `jax.grad` of the loss at the chunk-start state. Used to test the
   primitive. q/k/v [L, K], lr/gates [L], state0 leaves unbatched. Returns (o [L, K], W_L)."""
-  loss = mm.resolve_loss(inner_loss)
-  token_loss = lambda s, kt, vt: loss(mm.apply(cfg, s, kt, ln), vt)
   anchor = w = state0
   mom = jax.tree.map(jnp.zeros_like, state0)
+  at = lambda x, t: None if x is None else x[t]
   outs = []
   for t in range(q.shape[0]):
-    g = jax.grad(token_loss)(anchor, k[t], v[t])
-    keep = 1.0 if forget is None else 1.0 - forget[t]
-    if mom_decay is None:
-      w = jax.tree.map(lambda wi, gi: keep * wi - lr[t] * gi, w, g)
-    else:
-      mom = jax.tree.map(lambda mi, gi: mom_decay[t] * mi - lr[t] * gi, mom, g)
-      w = jax.tree.map(lambda wi, mi: keep * wi + mi, w, mom)
-    outs.append(mm.apply(cfg, anchor if retrieval == "chunk_start" else w, q[t], ln))
+    o, w, mom = _reference_token(cfg, inner_loss, retrieval, anchor, w, mom, ln, q[t], k[t],
+                                 v[t], lr[t], at(mom_decay, t), at(forget, t))
+    outs.append(o)
     if (t + 1) % chunk_size == 0:
       anchor = w
   return jnp.stack(outs), w
-
