@@ -126,7 +126,8 @@ def test_causality_of_primitive():
   o1, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, mom_decay=p[7],
                                  forget=p[8], ln=p[2])
   bump = lambda x: x.at[:, :, 5:].add(1.0)
-  o2, _ = chunked.chunked_memory(p[0], p[1], bump(p[3]), bump(p[4]), bump(p[5]), p[6].at[:, :, 5:].mul(1.5),
+  lr2 = p[6].at[:, :, 5:].mul(1.5)
+  o2, _ = chunked.chunked_memory(p[0], p[1], bump(p[3]), bump(p[4]), bump(p[5]), lr2,
                                  chunk_size=4, mom_decay=p[7], forget=p[8], ln=p[2])
   np.testing.assert_array_equal(o1[:, :, :5], o2[:, :, :5])
   assert np.abs(o1[:, :, 5:] - o2[:, :, 5:]).max() > 1e-3
