@@ -2,25 +2,25 @@
 training (arXiv 2511.07343), built on `tnx.memory`."""
 
 from tnx.tnt.branches import (
-                              BranchInputs,
-                              MemoryParams,
-                              combine,
-                              fold_shards,
-                              global_branch,
-                              local_branch,
-                              tnt_mix,
-                              unfold_shards,
+    BranchInputs,
+    MemoryParams,
+    combine,
+    fold_shards,
+    global_branch,
+    local_branch,
+    tnt_mix,
+    unfold_shards,
 )
 from tnx.tnt.config import TNTConfig, check_context_lengths
 from tnx.tnt.context_parallel import tnt_mix_context_parallel
 from tnx.tnt.layer import TNTMemory
 from tnx.tnt.qk_projection import qk_project
 from tnx.tnt.stage2 import (
-                              freeze_nonlocal,
-                              param_labels,
-                              set_local_chunk_sizes,
-                              stage2_config,
-                              trainable_filter,
+    freeze_nonlocal,
+    param_labels,
+    set_local_chunk_sizes,
+    stage2_config,
+    trainable_filter,
 )
 
 __all__ = [

@@ -19,6 +19,12 @@ S_L). The global chain is serial across devices and is computed exactly in one o
   Requires C_G to divide L/P.
 
 Both are exact: outputs and gradients equal the single-device `branches.tnt_mix`.
+
+The shard_map runs with `check_vma=False`: under varying-manual-axes typing, the per-token
+inner gradients of `tnx.memory.model.layer_grads` (a `jax.grad` with respect to a
+device-invariant zero perturbation) would be summed over the devices, which is wrong for the
+memory's inner loop. Without the typing, cotangents of the replicated parameters are summed
+over the mesh by shard_map's transpose, as required.
 """
 
 from __future__ import annotations
@@ -63,7 +69,6 @@ def _ring_global(axis: str, num_devices: int):
     idx = lax.axis_index(axis)
     start = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), state0)
     mom0 = jax.tree.map(jnp.zeros_like, start) if inp.mom_decay is not None else None
-    start, mom0 = lax.pcast((start, mom0), axis, to="varying")
     perm = [(i, (i + 1) % num_devices) for i in range(num_devices)]
 
     def block_run(state, mom):
@@ -119,6 +124,6 @@ def tnt_mix_context_parallel(cfg: TNTConfig, params: branches.MemoryParams,
     return branches.tnt_mix(cfg, prm, inps, global_fn=global_fn)
 
   fn = sharding.shard_map(body, mesh=mesh, in_specs=(param_spec, in_spec_inputs),
-                          out_specs=seq4)
+                          out_specs=seq4, check_vma=False)
   return fn(params, list(inputs))
 
