@@ -135,12 +135,25 @@ def _mnl_batch(b, w, k, v_tab, s_tab):
 
 
 def _tables(smap: vv.ScoreMap, n: int) -> tuple[jax.Array, jax.Array]:
+  """Per-bidder (N, G') tables, G' = G padded to a power of two (>= 64) so that maps of
+  similar size share one compiled kernel; the padding continues the last linear piece."""
   v, s = jnp.asarray(smap.v, jnp.float64), jnp.asarray(smap.s, jnp.float64)
   if v.ndim == 1:
-    return jnp.broadcast_to(v, (n, v.shape[0])), jnp.broadcast_to(s, (n, s.shape[0]))
-  if v.shape[0] != n or s.shape != v.shape:
-    raise ValueError(f"score_map tables must have shape [G] or [n={n}, G], got "
+    v, s = v[None], s[None]
+    if v.shape[-1] < 2 or s.shape != v.shape:
+      raise ValueError(f"score_map tables must have shape [G] or [n={n}, G] with G >= 2, got "
+                       f"{list(smap.v.shape)} and {list(smap.s.shape)}")
+    v, s = jnp.broadcast_to(v, (n, v.shape[1])), jnp.broadcast_to(s, (n, s.shape[1]))
+  elif v.shape[0] != n or s.shape != v.shape or v.ndim != 2 or v.shape[-1] < 2:
+    raise ValueError(f"score_map tables must have shape [G] or [n={n}, G] with G >= 2, got "
                      f"{list(v.shape)} and {list(s.shape)}")
+  g = v.shape[1]
+  extra = max(64, 1 << (g - 1).bit_length()) - g
+  if extra:
+    step = jnp.arange(1, extra + 1, dtype=jnp.float64)[None]
+    slope = (s[:, -1:] - s[:, -2:-1]) / (v[:, -1:] - v[:, -2:-1])
+    v = jnp.concatenate([v, v[:, -1:] + step], axis=1)
+    s = jnp.concatenate([s, s[:, -1:] + step * slope], axis=1)
   return v, s
 
 

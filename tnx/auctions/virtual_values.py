@@ -93,11 +93,13 @@ def ironed_virtual_value_map(prior: Any, *, num: int = 20001, iron: bool = True)
   price = prior.quantile(1.0 - q)
   rev = np.where(q > 0, q * np.where(np.isfinite(price), price, 0.0), 0.0)
   if iron:
+    # One slope per hull edge, so ironed stretches get exactly equal scores (ties then break
+    # by index, independently of the bids inside the stretch).
     h = _upper_hull(q, rev)
-    hull_rev = np.interp(q, q[h], rev[h])
+    edge_slope = np.diff(rev[h]) / np.diff(q[h])
+    slope = edge_slope[np.searchsorted(q[h], q[:-1], side="right") - 1]
   else:
-    hull_rev = rev
-  slope = np.diff(hull_rev) / np.diff(q)
+    slope = np.diff(rev) / np.diff(q)
   q_mid = 0.5 * (q[1:] + q[:-1])
   v_mid = prior.quantile(1.0 - q_mid)
   order = np.argsort(v_mid, kind="stable")
