@@ -87,7 +87,7 @@ def _descend(node_N, leaf_N, leaf_id_P, slot_P, bits_NxL, level, dump):
 
 def _padded(values: np.ndarray) -> jax.Array:
   """int32 copy padded with -1 to a power-of-two length (bounds recompilation)."""
-  out = np.full(_pad(len(values)), -1, np.int32)
+  out = np.full(max(64, _pad(len(values))), -1, np.int32)
   out[: len(values)] = values
   return jnp.asarray(out)
 
