@@ -47,7 +47,8 @@ def test_gaussian_pld_matches_gdp_closed_form():
   # A Gaussian mechanism with multiplier z is mu-GDP with mu = 1/z (Dong, Roth, Su).
   z, eps = 3.0, 1.0
   mu = 1 / z
-  delta_gdp = stats.norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * stats.norm.cdf(-eps / mu - mu / 2)
+  delta_gdp = (stats.norm.cdf(-eps / mu + mu / 2)
+               - math.exp(eps) * stats.norm.cdf(-eps / mu - mu / 2))
   pld = pld_privacy_accountant.PLDAccountant().compose(accounting.gaussian_event(z))
   assert pld.get_delta(eps) == pytest.approx(delta_gdp, rel=1e-2)
 
