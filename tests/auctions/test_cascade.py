@@ -117,7 +117,7 @@ def test_cascade_vcg_truthful_and_rational(fixed):
 
 
 def test_invalid_arguments_raise():
-  r, p, q = _inst(7, 2, "C2")
+  r, p, q = _inst(7, B, "C2")
   with pytest.raises(ValueError, match="^q must equal"):
     au.cascade_solve(r, p, q, K, "dp")
   with pytest.raises(ValueError, match="^q"):
@@ -127,7 +127,7 @@ def test_invalid_arguments_raise():
   with pytest.raises(ValueError, match="^delta"):
     au.continuation(p, delta=1.5)
   with pytest.raises(ValueError, match="^rank"):
-    au.cascade_solve(r, p, q, K, "enum", rank=jnp.zeros((2, M), int))
+    au.cascade_solve(r, p, q, K, "enum", rank=jnp.zeros((B, M), int))
   with pytest.raises(ValueError, match="^K"):
     au.cascade_solve(r, p, q, M + 1, "enum")
   with pytest.raises(ValueError, match="^method"):

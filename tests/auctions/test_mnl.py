@@ -82,9 +82,9 @@ def test_medium_size_dinkelbach_matches_lp():
 
 def test_kcard_matching_against_scipy_and_milp():
   rng = np.random.default_rng(0)
-  weights = rng.normal(size=(60, 7, 5))
+  weights = rng.normal(size=(30, 7, 5))
   xs = jax.vmap(lambda a: au.kcard_matching(a, 3))(jnp.asarray(weights))
-  for b in range(60):
+  for b in range(30):
     got = float((xs[b] * weights[b]).sum())
     assert got == pytest.approx((au.kcard_matching_scipy(weights[b], 3) * weights[b]).sum())
     assert got == pytest.approx((au.kcard_matching_milp(weights[b], 3) * weights[b]).sum())
@@ -118,8 +118,8 @@ def test_heuristics_never_beat_exact_and_separable_limit():
 
 @pytest.mark.parametrize("bad", ["p_high", "p_neg", "r_nan", "k_big", "k_zero", "shape"])
 def test_invalid_arguments_raise(bad):
-  r, w, p = _problem(8, 2, 4, 3)
-  k = 2
+  r, w, p = _problem(8, B, 6, 4)
+  k = 3
   with pytest.raises(ValueError) as err:
     if bad == "p_high":
       au.w_from_p(p.at[0, 0, 0].set(1.2))
@@ -128,7 +128,7 @@ def test_invalid_arguments_raise(bad):
     elif bad == "r_nan":
       au.mnl_opt_dinkelbach(r.at[0, 0].set(jnp.nan), w, k)
     elif bad == "k_big":
-      au.mnl_opt_enum(r, w, 4)
+      au.mnl_opt_enum(r, w, 5)
     elif bad == "k_zero":
       au.mnl_opt_dinkelbach(r, w, 0)
     else:

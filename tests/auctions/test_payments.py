@@ -113,7 +113,7 @@ def test_revenue_ordering_and_ironed_virtual_surplus():
 
 
 def test_invalid_bids_and_maps_raise():
-  v, w = _inst(6, 2)
+  v, w = _inst(6, B)
   with pytest.raises(ValueError, match="^bids"):
     au.mnl_mechanism(v.at[0, 0].set(-0.1), w, K)
   with pytest.raises(ValueError, match="^w"):

@@ -219,6 +219,19 @@ def _check(r, p, q, k, rank, r_name="r"):
   instances.check_probabilities("q", q)
 
 
+MAX_DP_BITS = 16
+
+
+def _check_dp_size(method, shape, rank):
+  if method != "dp":
+    return
+  n, m = shape[-2:]
+  bits, what = (n, "advertisers n") if rank is not None else (m, "positions m")
+  if bits > MAX_DP_BITS:
+    raise ValueError(f"method='dp' keeps a subset of {what}={bits} as state; at most "
+                     f"{MAX_DP_BITS} supported, use 'greedy' or 'local_search'")
+
+
 def _is_c1(p, q) -> bool:
   if not instances.is_concrete(q) or not instances.is_concrete(p):
     return True
@@ -278,6 +291,7 @@ def cascade_solve(r: Any, p: Any, q: Any, k: int, method: str, *, rank: Any = No
                      "pass rank for a fixed order or use method='enum'")
   if method == "mnl":
     instances.check_probabilities("p", p, open_interval=True)
+  _check_dp_size(method, np.shape(p), rank)
   f64 = lambda a: jnp.asarray(a, jnp.float64)
   return _solve_batch(f64(r), f64(p), f64(q), None if rank is None else jnp.asarray(rank),
                       int(k), method)
@@ -327,6 +341,7 @@ def cascade_vcg(bids: Any, p: Any, q: Any, k: int, *, rank: Any = None, method: 
   _check(bids, p, q, k, rank, r_name="bids")
   if method == "dp" and rank is None and not _is_c1(p, q):
     raise ValueError("q must equal 1 - p (click-and-leave) for method='dp' with free order")
+  _check_dp_size(method, np.shape(p), rank)
   f64 = lambda a: jnp.asarray(a, jnp.float64)
   return _vcg_batch(f64(bids), f64(p), f64(q), None if rank is None else jnp.asarray(rank),
                     int(k), method)
