@@ -1,0 +1,60 @@
+"""The main job: Titans (chunk 8) vs TNT of equal parameter count on the default corpus.
+
+  python -m examples.tnt_lm                    # ~10 minutes on a 2-core CPU
+  python -m examples.tnt_lm --smoke            # seconds
+  python -m examples.tnt_lm --config.job.stage1_steps=2000 --config.model.d_model=128
+
+Both models are pure memory LMs (every layer's token mixer is the memory) with the simplified
+Titans memory TNT's experiments use (no momentum, no forget gate). TNT runs stage 1 at local
+chunk `job.tnt_local_chunks`, then stage 2 continues from its parameters for
+`job.stage2_steps` at `job.stage2_local_chunks`. The Titans model's MLP width is adjusted so
+both models have the same parameter count (within one MLP column).
+"""
+
+from __future__ import annotations
+
+import ml_collections as mlc
+
+from tnx.configs import lm
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+  c = lm.get_config()
+  c.workdir = "runs/tnt_lm"
+  c.model.d_model, c.model.n_layers, c.model.n_heads = 64, 2, 4
+  c.model.n_persistent = 0
+  c.data.seq_len = 512            # L
+  c.data.global_batch = 8         # B
+  c.opt.peak_lr, c.opt.warmup_steps = 3e-3, 30
+  c.train.log_every, c.train.eval_every, c.train.eval_batches = 5, 0, 16
+  c.train.ckpt_every = 0
+  for fam in ("titans", "tnt"):
+    mem = c.model.memory[fam]
+    if "momentum" in mem:
+      mem.momentum, mem.forget = False, False   # simplified Titans, as in TNT's experiments
+      mem.lr_max = 0.05                          # keeps the deep inner loop stable at init
+
+  c.job = mlc.ConfigDict()
+  c.job.stage1_steps = 300        # steps for Titans and for TNT stage 1
+  c.job.titans_chunk = 8          # Titans chunk size C
+  c.job.titans_sweep = "4,8,16,32"  # inference chunk sizes evaluated for Titans
+  c.job.tnt_global_chunk = 128    # C_G
+  c.job.tnt_shard_length = 128    # S_L (local memories reset every S_L tokens)
+  c.job.tnt_local_chunks = "16"   # stage-1 C_L tuple (comma list)
+  c.job.stage2_local_chunks = "4"  # stage-2 C_L tuple, same length
+  c.job.stage2_steps = 30         # ~10% of stage 1
+  c.job.stage2_lr_scale = 0.3     # stage-2 peak lr = scale * opt.peak_lr
+  c.job.baseline = "titans"       # the model TNT is compared against
+  if arg == "smoke":
+    c.workdir = "runs/tnt_lm_smoke"
+    c.model.d_model, c.model.n_heads = 32, 2
+    c.data.seq_len, c.data.global_batch, c.data.max_bytes = 64, 8, 200_000
+    c.opt.warmup_steps = 2
+    c.train.log_every, c.train.eval_batches, c.train.progress = 1, 2, False
+    c.job.stage1_steps, c.job.stage2_steps = 4, 2
+    c.job.tnt_global_chunk, c.job.tnt_shard_length = 32, 16
+    c.job.tnt_local_chunks, c.job.stage2_local_chunks = "8", "2"
+    c.job.titans_sweep = "4,8"
+  elif arg not in (None, ""):
+    raise ValueError(f"config argument {arg!r} is unknown; expected '' or 'smoke'")
+  return c
