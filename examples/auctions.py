@@ -37,13 +37,14 @@ BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.instances = 200 if smoke else 10_000   # instances per experiment cell
+  c.instances = 100 if smoke else 10_000   # instances per experiment cell
   c.n, c.m, c.k = 6, 4, 3                  # small size: enumeration is the ground truth
   c.medium = (20, 8, 4)                    # medium size: matching solvers only
-  c.medium_instances = 50 if smoke else 10_000
+  c.medium_instances = 0 if smoke else 10_000  # 0 skips the medium size
   c.s_values = (0.0, 1.0) if smoke else (0.0, 0.5, 1.0, 2.0)  # CTR non-separability
   c.host_instances = 5 if smoke else 200   # instances for the host (scipy) solvers
   c.ic_instances = 100 if smoke else 1000  # instances for the misreport checks ...
+  c.grid_points = 25                       # bid grid of the monotonicity check
   c.misreports = 2 if smoke else 10        # ... times this many misreports
   c.cascade_delta = 0.8                    # attention decay of variant C3
   return c
@@ -99,6 +100,16 @@ def e1(c, key, rows, speed):
       host_diff = max(np.max(np.abs(np.asarray(lp) - np.asarray(ref[:h]))),
                       max(abs(float(au.mnl_value(x, inst.v[b], w[b]) - ref[b]))
                           for b, x in enumerate(sc)))
+  if c.medium_instances:
+    _e1_medium(c, key, rows, speed)
+  rows.append("")
+  rows.append(f"Host cross-check at size ({n},{m},{k}), s={c.s_values[-1]}, first "
+              f"{c.host_instances} instances: max abs difference of HiGHS LP and scipy-assignment "
+              f"Dinkelbach from the JAX Dinkelbach optimum = {host_diff:.1e}.")
+  return _e1_plot(c, curves)
+
+
+def _e1_medium(c, key, rows, speed):
   nm, mm, km = c.medium
   inst = au.generate_instances(jax.random.fold_in(key, 7), c.medium_instances, nm, mm, 1.0)
   w = au.w_from_p(inst.p)
@@ -115,15 +126,14 @@ def e1(c, key, rows, speed):
   rows.append(f"| 1.0, size {c.medium} | {float(ref.mean()):.4f} | {med[0][0]:.4f} / "
               f"{med[0][1]:.4f} | {med[1][0]:.4f} / {med[1][1]:.4f} | "
               f"LP vs Dinkelbach on {h}: {med_diff:.1e} |")
-  rows.append("")
-  rows.append(f"Host cross-check at size ({n},{m},{k}), s={c.s_values[-1]}, first {h} instances: "
-              f"max abs difference of HiGHS LP and scipy-assignment Dinkelbach from the JAX "
-              f"Dinkelbach optimum = {host_diff:.1e}.")
+
+
+def _e1_plot(c, curves):
   fig, ax = plt.subplots(figsize=(5, 3.2))
-  for name, pts in curves.items():
+  for color, (name, pts) in zip(("C0", "C3"), curves.items()):
     arr = np.asarray(pts)
-    ax.plot(c.s_values, arr[:, 0], "o-", label=f"{name}: mean")
-    ax.plot(c.s_values, arr[:, 1], "s--", label=f"{name}: 5th pct")
+    ax.plot(c.s_values, arr[:, 0], "o-", color=color, label=f"{name}: mean")
+    ax.plot(c.s_values, arr[:, 1], "s--", color=color, label=f"{name}: 5th pct")
   ax.set_xlabel("non-separability s")
   ax.set_ylabel("welfare / exact MNL welfare")
   ax.legend(fontsize=7)
@@ -210,16 +220,17 @@ def e3(c, key, rows):
   for name, mech in mechs.items():
     _ic_row(name, mech, inst.v, jax.random.fold_in(key, 5), c.misreports, rows)
   # Monotonicity of the (non-truthful) greedy rule: bidder 0's CTR along a bid grid.
-  grid = jnp.linspace(0.0, 1.5, 31)
-  cnt = min(c.ic_instances, 300)
-  bids = jnp.repeat(inst.v[:cnt], 31, axis=0).at[:, 0].set(jnp.tile(grid, cnt))
-  pp, qq = jnp.repeat(p[:cnt], 31, axis=0), jnp.repeat(q1[:cnt], 31, axis=0)
+  g = c.grid_points
+  grid = jnp.linspace(0.0, 1.5, g)
+  cnt = min(c.ic_instances, c.instances // g)
+  bids = jnp.repeat(inst.v[:cnt], g, axis=0).at[:, 0].set(jnp.tile(grid, cnt))
+  pp, qq = jnp.repeat(p[:cnt], g, axis=0), jnp.repeat(q1[:cnt], g, axis=0)
   rows.append("")
   for method in ("greedy", "local_search", "dp"):
     x = au.cascade_solve(bids, pp, qq, k, method)
-    ctr = au.cascade_ctr(x, bids, pp, qq)[:, 0].reshape(cnt, 31)
+    ctr = au.cascade_ctr(x, bids, pp, qq)[:, 0].reshape(cnt, g)
     drops = int(jnp.sum(jnp.any(jnp.diff(ctr, axis=1) < -1e-12, axis=1)))
-    rows.append(f"- Cascade C1, `{method}`: bidder 0's CTR decreases somewhere on a 31-point bid "
+    rows.append(f"- Cascade C1, `{method}`: bidder 0's CTR decreases somewhere on a {g}-point bid "
                 f"grid in {drops} of {cnt} instances.")
 
 
