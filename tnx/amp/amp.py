@@ -26,7 +26,7 @@ from tnx.amp import aggregators as agg_lib
 from tnx.amp import se
 from tnx.amp.data import Problem, sample_glm, sample_gmm
 
-ONSAGER = ("auto", "stein")
+ONSAGER = ("auto", "stein", "none")
 
 
 class SimResult(NamedTuple):
@@ -91,6 +91,8 @@ def _simulate(key, problem, agg, n, d, rounds, model, onsager, dtype):
       mu_e = jnp.mean(signal * yt) / jnp.mean(signal**2)
       res = yt - mu_e * signal
       c = jnp.mean(g * res) / jnp.mean(res**2)
+    elif onsager == "none":
+      c = jnp.zeros((), dtype)
     else:
       c = c_auto
     theta_n = x.T @ g / sq - c * theta
@@ -111,7 +113,8 @@ def simulate(key: jax.Array, problem: Problem, agg: agg_lib.Aggregator, *, n: in
   `problem.alpha` is replaced by `n / d`. `key` may be a single key or a batch [S] of keys
   (vmapped; memory S * N * D * itemsize). `onsager="auto"` differentiates smooth aggregators
   and uses the SE density at 0 for step ones; `"stein"` estimates `E[g']` as
-  `E[g (y_t - mu Y)] / sigma^2` from the true signal (simulation only).
+  `E[g (y_t - mu Y)] / sigma^2` from the true signal (simulation only); `"none"` drops the
+  model-side correction (C_t = 0), an ablation that breaks the SE prediction.
   """
   validation.positive_int("n", n)
   validation.positive_int("d", d)

@@ -217,8 +217,11 @@ def q_bayes_gmm(problem: Problem, eta):
 
 
 def bayes_map_gmm(problem: Problem, eta):
-  """Scalar recursion `eta' = sqrt(alpha gamma^4 q / (1 + alpha gamma^2 q))` (Nishimori)."""
-  q = q_bayes_gmm(problem, eta)
+  """Scalar recursion `eta' = sqrt(alpha gamma^4 q / (1 + alpha gamma^2 q))` (Nishimori).
+
+  Vectorises over an array `eta`.
+  """
+  q = jnp.vectorize(lambda e: q_bayes_gmm(problem, e))(eta)
   a, g2 = problem.alpha, problem.gamma**2
   return jnp.sqrt(a * g2**2 * q / (1.0 + a * g2 * q))
 
