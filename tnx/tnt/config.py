@@ -8,7 +8,6 @@ stage 2; no parameter shape depends on any chunk size or on the shard length.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax.numpy as jnp
@@ -174,9 +173,3 @@ def check_context_lengths(cfg: TNTConfig, length: int, num_shards: int) -> int:
                      f"divide the per-device length {block}; use global_cp='allgather'")
   return block
 
-
-def lcm_of(values: tuple[int, ...]) -> int:
-  out = 1
-  for v in values:
-    out = out * v // math.gcd(out, v)
-  return out

@@ -1,0 +1,149 @@
+"""Training-step time of TNT vs the Titans baseline against sequence length.
+
+    python -m benchmarks.tnt --plot docs/tnt_step_time.png   # L in {1024, 2048, 4096, 8192}
+    python -m benchmarks.tnt --smoke     # tiny sizes, seconds
+
+A "step" is forward + backward (jax.value_and_grad, jitted) of a stack of `--layers` memory
+layers with residual connections, batch `--batch`, float32. The Titans baseline uses chunk
+C in {8, 16, 64}; TNT uses one local memory with C_L in {8, 16, 64}, C_G = 2048 and
+S_L = min(2048, L). Both use TNT's simplified Titans (no momentum, no forget gate). Parameter
+counts are matched by giving the single Titans memory twice the MLP width of each of TNT's two
+memories (printed per row). Each row also lists the serial chunk steps per layer (Titans: L/C;
+TNT: S_L/C_L local steps on L/S_L folded shards plus L/C_G global steps), the quantity that
+bounds the time of small chunks on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from benchmarks import common
+from tnx.memory import model as mm
+from tnx.memory.titans import TitansConfig, TitansMemory
+from tnx.tnt import TNTConfig, TNTMemory
+
+
+class Stack(nnx.Module):
+  """`n` memory layers with pre-RMS-norm residual connections: [B, L, D] -> [B, L, D]."""
+
+  def __init__(self, make, n: int, d: int, *, rngs: nnx.Rngs):
+    self.layers = nnx.List([make(rngs) for _ in range(n)])
+    self.norms = nnx.List([nnx.RMSNorm(d, rngs=rngs) for _ in range(n)])
+
+  def __call__(self, x):
+    for norm, layer in zip(self.norms, self.layers):
+      x = x + layer(norm(x))
+    return x
+
+
+def _titans(args, chunk):
+  cfg = TitansConfig(num_heads=args.heads, chunk_size=chunk, momentum=False, forget=False,
+                     memory=mm.MemoryModelConfig(depth=2, expansion=2 * args.expansion))
+  return lambda rngs: TitansMemory(args.d_model, cfg, rngs=rngs)
+
+
+def _tnt(args, chunk, length):
+  cfg = TNTConfig(num_heads=args.heads, global_chunk_size=args.global_chunk,
+                  local_chunk_sizes=(chunk,), shard_length=min(args.shard_length, length),
+                  memory=mm.MemoryModelConfig(depth=2, expansion=args.expansion))
+  return lambda rngs: TNTMemory(args.d_model, cfg, rngs=rngs)
+
+
+def step_time(make, args, length: int) -> tuple[float, int]:
+  """Median seconds of one jitted forward+backward step, and the parameter count."""
+  model = Stack(make, args.layers, args.d_model, rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  count = sum(int(p.size) for p in jax.tree.leaves(params))
+  x = jax.random.normal(jax.random.key(1), (args.batch, length, args.d_model), jnp.float32)
+
+  @jax.jit
+  def step(params, x):
+    loss = lambda p: jnp.mean(jnp.square(nnx.merge(graphdef, p)(x)))
+    return jax.value_and_grad(loss)(params)
+
+  sec = common.time_fn(lambda: step(params, x), steps=args.steps, warmup=1,
+                       max_seconds=args.max_seconds)
+  return sec, count
+
+
+def run(args) -> str:
+  rows = []
+  for length in args.lengths:
+    base = None
+    s_l = min(args.shard_length, length)
+    for kind, chunk in [("Titans", c) for c in args.chunks] + [("TNT", c) for c in args.chunks]:
+      if kind == "Titans":
+        sec, count = step_time(_titans(args, chunk), args, length)
+        serial = -(-length // chunk)
+      else:
+        sec, count = step_time(_tnt(args, chunk, length), args, length)
+        serial = s_l // chunk + -(-length // args.global_chunk)
+      if kind == "Titans" and chunk == args.chunks[0]:
+        base = sec
+      name = f"{kind} C={chunk}" if kind == "Titans" else f"TNT C_L={{{chunk}}}"
+      rows.append([length, name, count, serial, sec * 1e3, base / sec])
+      print(f"  measured L={length} {name}: {sec * 1e3:.1f} ms", flush=True)
+  header = ["L", "model", "params", "serial chunk steps / layer", "step ms (fwd+bwd)",
+            f"speedup vs Titans C={args.chunks[0]}"]
+  return common.print_table(header, rows)
+
+
+def plot_table(table: str, path: str) -> None:
+  """Step time vs L per model (log-log) from the printed markdown table, saved as PNG."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  series: dict[str, list[tuple[int, float]]] = {}
+  for line in table.splitlines()[2:]:
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    series.setdefault(cells[1], []).append((int(cells[0]), float(cells[4])))
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, pts in series.items():
+    ax.plot(*zip(*pts), marker="o", ls="--" if name.startswith("Titans") else "-", label=name)
+  ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="fwd+bwd step (ms)",
+         title="TNT vs Titans: training step time (CPU)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def parse(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds")
+  p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+  p.add_argument("--chunks", type=int, nargs="+", default=[8, 16, 64])
+  p.add_argument("--global_chunk", type=int, default=2048)
+  p.add_argument("--shard_length", type=int, default=2048)
+  p.add_argument("--layers", type=int, default=2)
+  p.add_argument("--d_model", type=int, default=64)
+  p.add_argument("--heads", type=int, default=4)
+  p.add_argument("--expansion", type=int, default=2, help="TNT memory MLP width / head dim")
+  p.add_argument("--batch", type=int, default=1)
+  p.add_argument("--steps", type=int, default=3, help="timed steps (median)")
+  p.add_argument("--max_seconds", type=float, default=20.0, help="stop timing a row early")
+  p.add_argument("--plot", default="", help="save a step-time plot (PNG) to this path")
+  args = p.parse_args(argv)
+  if args.smoke:
+    args.lengths, args.chunks, args.global_chunk, args.shard_length = [64], [8], 32, 16
+    args.layers, args.d_model, args.heads, args.steps = 1, 16, 2, 1
+  return args
+
+
+def main(argv=None) -> str:
+  args = parse(argv)
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s); "
+        f"layers={args.layers} d_model={args.d_model} heads={args.heads} batch={args.batch}",
+        flush=True)
+  table = run(args)
+  if args.plot:
+    plot_table(table, args.plot)
+  return table
+
+
+if __name__ == "__main__":
+  main()
