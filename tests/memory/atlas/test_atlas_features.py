@@ -46,6 +46,7 @@ def test_sketch_is_unbiased_monte_carlo():
   assert abs(float(jnp.mean(est)) - float(x @ y) ** 2) < 6 * se
 
 
+@pytest.mark.slow
 def test_identity_gating_recovers_plain_keys():
   """a = (0, 1, 0): the polynomial memory equals the phi-free memory end to end."""
   q, k, v, key = _qkv(1, d=3, vdim=3)

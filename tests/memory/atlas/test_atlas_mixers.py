@@ -23,7 +23,8 @@ X = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 8), F64)
 
 @pytest.mark.parametrize("kw", [
     dict(variant="atlas", hybrid="mag"),
-    dict(variant="dla", gamma_mode="token", hybrid="mal", poly_mode="sym"),
+    pytest.param(dict(variant="dla", gamma_mode="token", hybrid="mal", poly_mode="sym"),
+                 marks=pytest.mark.slow),
 ])
 def test_decode_equals_parallel_and_is_causal(kw):
   m = _mixer(**kw)

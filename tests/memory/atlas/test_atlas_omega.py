@@ -175,6 +175,7 @@ def test_hard_pruning_and_causality():
   assert float(jnp.max(jnp.abs(jv[0, 0, 5, :, 0, 0, 5, :]))) > 1e-3
 
 
+@pytest.mark.slow
 def test_muon_without_orthogonalization_is_momentum():
   mcfg = amem.AtlasMemoryConfig(kind="gated_mlp", expansion=2)
   s0 = amem.init_memory(mcfg, jax.random.PRNGKey(0), 4, 4, 1, F64)
