@@ -136,8 +136,10 @@ def em_posterior(s, yhat, p_plus, p_minus, steps: int = 30, shared_var: bool = T
     pi = jnp.clip(jnp.mean(r), 1e-3, 1 - 1e-3) if prior is None else jnp.asarray(prior, s.dtype)
     return pi, m_p, m_n, v_p + 1e-12, v_n + 1e-12
 
-  body = lambda params, _: (m_step(posterior(params)), None)
-  params, _ = jax.lax.scan(body, moment_fit(s, yhat, p_plus, p_minus, prior), None, length=steps)
+  cast = lambda params: tuple(jnp.asarray(v, s.dtype) for v in params)
+  body = lambda params, _: (cast(m_step(posterior(params))), None)
+  init = cast(moment_fit(s, yhat, p_plus, p_minus, prior))
+  params, _ = jax.lax.scan(body, init, None, length=steps)
   return posterior(params), params
 
 
