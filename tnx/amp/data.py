@@ -41,19 +41,23 @@ class Problem(NamedTuple):
 
 
 def make_problem(gamma: float, alpha: float, p: float, *, prior: float = 0.5,
-                 p_minus: float | None = None, dtype=jnp.float64) -> Problem:
-  """Validated scalar `Problem`; `p` is the flip rate of class +1 (and of -1 unless `p_minus`)."""
+                 p_minus: float | None = None, dtype=None) -> Problem:
+  """Validated scalar `Problem`; `p` is the flip rate of class +1 (and of -1 unless `p_minus`).
+
+  `dtype=None` uses jax's default float (float64 when x64 is enabled).
+  """
   validation.positive("gamma", gamma)
   validation.positive("alpha", alpha)
   validation.in_range("prior", prior, 0.0, 1.0, low_open=True, high_open=True)
   validation.in_range("p", p, 0.0, 0.5, high_open=True)
   pm = p if p_minus is None else p_minus
   validation.in_range("p_minus", pm, 0.0, 0.5, high_open=True)
+  dtype = jnp.result_type(float) if dtype is None else dtype
   f = lambda v: jnp.asarray(v, dtype=dtype)
   return Problem(f(gamma), f(alpha), f(prior), f(p), f(pm))
 
 
-def problem_grid(*, gamma, alpha, p, prior=0.5, p_minus=None, dtype=jnp.float64) -> Problem:
+def problem_grid(*, gamma, alpha, p, prior=0.5, p_minus=None, dtype=None) -> Problem:
   """Outer product of 1-D value lists, flattened to a batched `Problem` of size G.
 
   `p_minus=None` ties the two flip rates (symmetric noise) for every grid point.
@@ -67,6 +71,7 @@ def problem_grid(*, gamma, alpha, p, prior=0.5, p_minus=None, dtype=jnp.float64)
   pm_ = p_ if pm_axis is None else flat[4]
   for i in range(g_.size):
     make_problem(g_[i], a_[i], p_[i], prior=pr_[i], p_minus=pm_[i])
+  dtype = jnp.result_type(float) if dtype is None else dtype
   f = lambda v: jnp.asarray(v, dtype=dtype)
   return Problem(f(g_), f(a_), f(pr_), f(p_), f(pm_))
 
