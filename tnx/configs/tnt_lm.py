@@ -25,24 +25,24 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.model.n_persistent = 0
   c.data.seq_len = 512            # L
   c.data.global_batch = 8         # B
-  c.opt.peak_lr, c.opt.warmup_steps = 3e-3, 30
+  c.opt.peak_lr, c.opt.warmup_steps = 2e-3, 30
   c.train.log_every, c.train.eval_every, c.train.eval_batches = 5, 0, 16
   c.train.ckpt_every = 0
   for fam in ("titans", "tnt"):
     mem = c.model.memory[fam]
     if "momentum" in mem:
       mem.momentum, mem.forget = False, False   # simplified Titans, as in TNT's experiments
-      mem.lr_max = 0.05                          # keeps the deep inner loop stable at init
+      mem.lr_max = 0.02                          # keeps the deep inner loop stable
 
   c.job = mlc.ConfigDict()
-  c.job.stage1_steps = 300        # steps for Titans and for TNT stage 1
+  c.job.stage1_steps = 400        # steps for Titans and for TNT stage 1
   c.job.titans_chunk = 8          # Titans chunk size C
   c.job.titans_sweep = "4,8,16,32"  # inference chunk sizes evaluated for Titans
   c.job.tnt_global_chunk = 128    # C_G
   c.job.tnt_shard_length = 128    # S_L (local memories reset every S_L tokens)
   c.job.tnt_local_chunks = "16"   # stage-1 C_L tuple (comma list)
   c.job.stage2_local_chunks = "4"  # stage-2 C_L tuple, same length
-  c.job.stage2_steps = 30         # ~10% of stage 1
+  c.job.stage2_steps = 40         # ~10% of stage 1
   c.job.stage2_lr_scale = 0.3     # stage-2 peak lr = scale * opt.peak_lr
   c.job.baseline = "titans"       # the model TNT is compared against
   if arg == "smoke":

@@ -54,7 +54,12 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
       if cfg.train.eval_batches else []
 
   # ------------------------------------------------------------------ model, optimizer
-  tx = optim.make_optimizer(cfg.opt, total)
+  tx = plain_tx = optim.make_optimizer(cfg.opt, total)
+  if cfg.train.init_from and "tnt" in lm.memory and lm.memory["tnt"].get(
+      "stage2_freeze_nonlocal") and any(m == "tnt" for m in lm.mixers):
+    from tnx.tnt.stage2 import freeze_nonlocal  # stage 2 trains only the local memories
+    _, abstract_params, _ = steps.abstract_model(lm, cfg.seed)
+    tx = freeze_nonlocal(plain_tx, nnx.to_pure_dict(abstract_params))
   schedule = optim.schedule(cfg.opt, total)
   graphdef, _, _ = steps.abstract_model(lm, cfg.seed)
   init = steps.init_state_fn(lm, tx, cfg.seed)
@@ -82,7 +87,11 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
     state = jax.jit(init, out_shardings=state_sh)()
     if cfg.train.init_from:
       src = ckpt_lib.Checkpointer(os.path.join(cfg.train.init_from, "checkpoints"))
-      loaded, _ = src.restore(None, target)
+      src_abstract = jax.eval_shape(steps.init_state_fn(lm, plain_tx, cfg.seed))
+      loaded, _ = src.restore(None, jax.tree.map(
+          lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), src_abstract,
+          shd.tree_shardings(src_abstract, mesh)))
+      src.close()
       state["params"] = loaded["params"]
       _log(f"initialized params from {cfg.train.init_from}")
     start = 0
