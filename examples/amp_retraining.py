@@ -38,7 +38,7 @@ def get_config(argv=None) -> argparse.Namespace:
   ap.add_argument("--noise", default="0.1,0.2,0.3,0.4,0.45", help="label-noise levels p")
   cfg = ap.parse_args(argv)
   if cfg.smoke:
-    cfg.n, cfg.sim_seeds, cfg.probe_seeds, cfg.probe_rounds = 400, 2, 2, 1
+    cfg.n, cfg.sim_seeds, cfg.probe_seeds, cfg.probe_rounds = 200, 2, 2, 1
     cfg.noise = "0.4"
   return cfg
 
@@ -131,7 +131,8 @@ def datasets(smoke):
 
 
 def probe_noise(cfg, noise):
-  names = probe.AGGREGATORS
+  names = ("plain", "bayes") if cfg.smoke else probe.AGGREGATORS
+  extra = () if cfg.smoke else ("bayes_in",)
   res = {}
   for label, (x, y, n_train, l2) in datasets(cfg.smoke).items():
     x = jnp.asarray(x, jnp.float32)
@@ -140,12 +141,12 @@ def probe_noise(cfg, noise):
     c = probe.ProbeConfig(l2=l2, rounds=cfg.probe_rounds, prior=prior)
     print(f"\n### Linear probe, {label}: test accuracy after {cfg.probe_rounds} rounds "
           f"(mean +- s.e., {cfg.probe_seeds} seeds; l2={l2}; cross-fitted, K=5)\n")
-    print("| p | " + " | ".join(names) + " | bayes in-sample |")
-    print("|---" * (len(names) + 2) + "|")
+    print("| p | " + " | ".join(names + extra) + " |")
+    print("|---" * (len(names + extra) + 1) + "|")
     res[label] = {}
     for p in noise:
       row = {}
-      for n in names + ("bayes_in",):
+      for n in names + extra:
         cc = c._replace(cross_fit=False) if n == "bayes_in" else c
         acc = np.asarray(probe.evaluate(jax.random.key(7), x, y, n_train=n_train, p=p,
                                         name="bayes" if n == "bayes_in" else n, config=cc,
@@ -153,10 +154,10 @@ def probe_noise(cfg, noise):
         row[n] = (acc.mean(), acc.std() / np.sqrt(acc.size))
       res[label][p] = row
       print(f"| {p} | " + " | ".join(f"{row[n][0]:.3f} +- {row[n][1]:.3f}"
-                                     for n in names + ("bayes_in",)) + " |")
+                                     for n in names + extra) + " |")
   fig, axes = plt.subplots(1, len(res), figsize=(4.5 * len(res), 3.5), squeeze=False)
   for ax, (label, rows) in zip(axes[0], res.items()):
-    for n in names + ("bayes_in",):
+    for n in names + extra:
       ax.errorbar(noise, [rows[p][n][0] for p in noise], [rows[p][n][1] for p in noise],
                   fmt="o-", ms=3, label=n)
     ax.set(xlabel="flip rate p", ylabel="test accuracy", title=label)
