@@ -20,7 +20,7 @@ F64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
 def _cfg(**kw):
   base = dict(num_heads=2, memory=mm.MemoryModelConfig(depth=1, ln_residual=True),
               global_chunk_size=16, local_chunk_sizes=(2, 4), shard_length=8, conv_width=3,
-              lr_bias_init=-3.0, momentum=True, forget=True, remat_group=0, **F64)
+              lr_bias_init=-3.0, remat_group=0, **F64)
   base.update(kw)
   return TNTConfig(**base)
 
@@ -43,16 +43,16 @@ BATCH, LENGTH, D = 4, 64, 8
 
 
 @functools.cache
-def _reference():
+def _reference(gates):
   """Single-device outputs and gradients (batch 4, so every data-axis size divides it)."""
-  layer = TNTMemory(D, _cfg(), rngs=nnx.Rngs(0))
+  layer = TNTMemory(D, _cfg(momentum=gates, forget=gates), rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (BATCH, LENGTH, D), jnp.float64)
   w = jax.random.normal(jax.random.key(2), (BATCH, LENGTH, D), jnp.float64)
   return x, w, _loss_and_grads(layer, x, w)
 
 
 def _compare(cfg, data, context):
-  x, w, (y_ref, g_ref) = _reference()
+  x, w, (y_ref, g_ref) = _reference(cfg.momentum)
   layer = TNTMemory(D, cfg, rngs=nnx.Rngs(0))
   mesh = sharding.make_mesh(data=data, context=context)
   layer.mesh = mesh
@@ -66,9 +66,10 @@ def _compare(cfg, data, context):
   assert all(np.abs(np.asarray(b)).max() > 0 for b in jax.tree.leaves(g_ref))
 
 
-@pytest.mark.parametrize("data,context", [(4, 2), (2, 4), (1, 8)])
-def test_allgather_matches_single_device(data, context):
-  _compare(_cfg(), data, context)
+@pytest.mark.parametrize("data,context,gates", [(4, 2, True), (2, 4, False), (1, 8, False)])
+def test_allgather_matches_single_device(data, context, gates):
+  """gates=True: Titans momentum and forget gate (the general chunked global path)."""
+  _compare(_cfg(momentum=gates, forget=gates), data, context)
 
 
 def test_ring_matches_single_device():
