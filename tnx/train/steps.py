@@ -87,7 +87,7 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
       zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
                jax.tree.map(jnp.zeros_like, params))
       (loss, correct, grads), _ = jax.lax.scan(body, zeros, micro)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
