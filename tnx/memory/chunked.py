@@ -85,6 +85,29 @@ def chunk_coefficients(lr: jax.Array, mom_decay: jax.Array | None,
   return jnp.dot(decay_f, gm, precision=hi), f_vec, jnp.dot(decay_f, p_vec, precision=hi), gm, p_vec
 
 
+def end_row_coefficients(lr: jax.Array, mom_decay: jax.Array | None,
+                         forget: jax.Array | None, last: jax.Array):
+  """Row `last` of `chunk_coefficients` only: (G[last] [C], F_last, m_last, Gm[last], P_last).
+
+  Enough for the end-of-chunk state when no intra-chunk read is needed (chunk-start
+  retrieval): O(C) work without momentum instead of the C x C matrices (C_G = 2048 in TNT).
+  """
+  c = lr.shape[0]
+  valid = jnp.arange(c) <= last
+  log_f = (jnp.cumsum(jnp.maximum(jnp.log1p(-forget), _LOG_FLOOR)) if forget is not None
+           else jnp.zeros((c,), lr.dtype))
+  df_row = jnp.exp(jnp.where(valid, log_f[last] - log_f, -jnp.inf))
+  f_last = jnp.exp(log_f[last])
+  if mom_decay is None:
+    return df_row * lr, f_last, None, None, None
+  log_p = jnp.cumsum(_log_gate(mom_decay))
+  decay_p = _decay_matrix(log_p)
+  hi = jax.lax.Precision.HIGHEST
+  g_row = jnp.dot(df_row, decay_p, precision=hi) * lr
+  return g_row, f_last, jnp.dot(df_row, jnp.exp(log_p), precision=hi), decay_p[last] * lr, \
+      jnp.exp(log_p[last])
+
+
 def _combine(base: mm.Layer, coef_s, mom: mm.Layer | None, coef_m, a, d, row) -> mm.Layer:
   """coef_s * base + coef_m * mom - sum_tau row[tau] outer(a_tau, d_tau) for one layer."""
   out = {"w": coef_s * base["w"] - a.T @ (row[:, None] * d)}
@@ -101,10 +124,11 @@ def _chunk_step(cfg: mm.MemoryModelConfig, loss, retrieval: str, state, momentum
   token. Returns (o [C, K], state after token `last`, momentum after token `last`)."""
   act = mm.ACTIVATIONS[cfg.activation]
   a, d, _ = mm.layer_grads(cfg, state, k, v, loss, ln)
-  g, f_vec, m_vec, gm, p_vec = chunk_coefficients(lr, mom_decay, forget)
   if retrieval == "chunk_start":
     o = mm.apply(cfg, state, q, ln)
+    g_last, f_last, m_last, gm_last, p_last = end_row_coefficients(lr, mom_decay, forget, last)
   else:
+    g, f_vec, m_vec, gm, p_vec = chunk_coefficients(lr, mom_decay, forget)
     h = q
     for i, layer in enumerate(state):
       z = f_vec[:, None] * (h @ layer["w"] + layer.get("b", 0.0))
@@ -114,13 +138,16 @@ def _chunk_step(cfg: mm.MemoryModelConfig, loss, retrieval: str, state, momentum
       z = z - (g * scores) @ d[i]
       h = act(z) if i < len(state) - 1 else z
     o = mm.finish(cfg, q, h, ln)
+    g_last, f_last = g[last], f_vec[last]
+    if momentum is not None:
+      m_last, gm_last, p_last = m_vec[last], gm[last], p_vec[last]
   new_state = tuple(
-      _combine(layer, f_vec[last], None if momentum is None else momentum[i],
-               None if m_vec is None else m_vec[last], a[i], d[i], g[last])
+      _combine(layer, f_last, None if momentum is None else momentum[i],
+               None if momentum is None else m_last, a[i], d[i], g_last)
       for i, layer in enumerate(state))
   new_mom = None
   if momentum is not None:
-    new_mom = tuple(_combine(mom, p_vec[last], None, None, a[i], d[i], gm[last])
+    new_mom = tuple(_combine(mom, p_last, None, None, a[i], d[i], gm_last)
                     for i, mom in enumerate(momentum))
   return o, new_state, new_mom
 
@@ -147,7 +174,10 @@ def _single_head(cfg, loss, retrieval, chunk_size, remat_group, state0, mom0, ln
   n_full, rem = divmod(length, c)
   step = lambda s, m, *x: _chunk_step(cfg, loss, retrieval, s, m, ln, *x)
   seqs = (q, k, v, lr, mom_decay, forget)
-  outs, state, mom = [], state0, mom0
+  # Give the initial carry the type of the inputs (a no-op add): under shard_map a replicated
+  # initial state must become "varying" like the per-device tokens before entering the scan.
+  like_inputs = lambda tree: jax.tree.map(lambda x: x + jnp.zeros_like(q[0, 0]), tree)
+  outs, state, mom = [], like_inputs(state0), like_inputs(mom0)
   if n_full:
     full = jax.tree.map(lambda x: x[: n_full * c].reshape((n_full, c) + x.shape[1:]), seqs)
 

@@ -176,6 +176,10 @@ def layer_grads(cfg: MemoryModelConfig, state: State, k: jax.Array, v: jax.Array
     per_token = jax.vmap(loss)(finish(cfg, k, h, ln), v)
     return jnp.sum(per_token), (inputs, per_token)
 
-  zeros = [jnp.zeros((k.shape[0], layer["w"].shape[-1]), k.dtype) for layer in state]
+  # Built from k so the perturbation carries k's type; under shard_map it is then "varying"
+  # over the manual axes like the keys, and the per-token gradients are never summed across
+  # devices.
+  zero_col = jnp.zeros_like(k[:, :1])
+  zeros = [jnp.broadcast_to(zero_col, (k.shape[0], layer["w"].shape[-1])) for layer in state]
   d, (a, losses) = jax.grad(total_loss, has_aux=True)(zeros)
   return a, d, losses

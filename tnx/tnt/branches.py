@@ -77,55 +77,15 @@ def _slice(inp: BranchInputs, start: int, stop: int) -> BranchInputs:
   return BranchInputs(*(None if a is None else a[:, :, start:stop] for a in inp))
 
 
-def _global_chain_single(cfg: TNTConfig, loss, s0, ln, q, k, v, lr):
-  """Chunk-start global memory without gates for one sequence and head: q/k/v [L, K], lr [L].
-
-  Per chunk: read o = f(S_c, q), then S_{c+1} = S_c - sum_t lr_t grad_t(S_c) with the per-token
-  gradients as outer products of `layer_grads` (never the C x C coefficient matrix, which
-  dominates the backward pass of the general primitive at C_G = 2048)."""
-  length, c = q.shape[0], cfg.global_chunk_size
-  n = -(-length // c)
-  pad = lambda x: jnp.pad(x, [(0, n * c - length)] + [(0, 0)] * (x.ndim - 1))
-  xs = tuple(pad(x).reshape((n, c) + x.shape[1:]) for x in (q, k, v, lr))
-
-  def body(state, x):
-    qc, kc, vc, lrc = x
-    o = mm.apply(cfg.memory, state, qc, ln)
-    a, d, _ = mm.layer_grads(cfg.memory, state, kc, vc, loss, ln)
-    new = []
-    for i, layer in enumerate(state):
-      upd = {"w": layer["w"] - a[i].T @ (lrc[:, None] * d[i])}
-      if "b" in layer:
-        upd["b"] = layer["b"] - lrc @ d[i]
-      new.append(upd)
-    return tuple(new), (o, state)
-
-  if cfg.remat_group:
-    body = jax.checkpoint(body)
-  final, (o, starts) = jax.lax.scan(body, s0, xs)
-  rem = length % c
-  anchor = jax.tree.map(lambda x: x[-1], starts) if rem else final
-  carry = chunked.MemoryCarry(anchor, final, None, jnp.asarray(rem, jnp.int32))
-  return o.reshape((n * c,) + o.shape[2:])[:length], carry
-
-
 def global_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs,
                   ln: dict[str, jax.Array] | None = None, *, state_batched: bool = False,
                   momentum0: mm.State | None = None
                   ) -> tuple[jax.Array, chunked.MemoryCarry]:
   """Global memory over the whole sequence. Returns (o [B, H, L, K], carry after the end).
 
-  Without momentum/forget gates and with chunk-start retrieval (TNT's setting) a dedicated
-  scan is used; otherwise the general chunked primitive. Both follow the same recurrence.
+  With chunk-start retrieval (TNT's setting) the primitive only forms the end-of-chunk
+  coefficients, O(C_G) per chunk without momentum (never the C_G x C_G matrix).
   """
-  if (inp.mom_decay is None and inp.forget is None
-      and cfg.global_retrieval == "chunk_start"):
-    loss = mm.resolve_loss(cfg.inner_loss)
-    fn = lambda s, ln_, *xs: _global_chain_single(cfg, loss, s, ln_, *xs)
-    per_head = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, 0))
-    s_axis = 0 if state_batched else None
-    per_batch = jax.vmap(per_head, in_axes=(s_axis, None, 0, 0, 0, 0))
-    return per_batch(state0, ln, inp.q, inp.k, inp.v, inp.lr)
   return chunked.chunked_memory(
       cfg.memory, state0, inp.q, inp.k, inp.v, inp.lr, chunk_size=cfg.global_chunk_size,
       mom_decay=inp.mom_decay, forget=inp.forget, momentum0=momentum0,

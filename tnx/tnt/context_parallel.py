@@ -20,11 +20,10 @@ S_L). The global chain is serial across devices and is computed exactly in one o
 
 Both are exact: outputs and gradients equal the single-device `branches.tnt_mix`.
 
-The shard_map runs with `check_vma=False`: under varying-manual-axes typing, the per-token
-inner gradients of `tnx.memory.model.layer_grads` (a `jax.grad` with respect to a
-device-invariant zero perturbation) would be summed over the devices, which is wrong for the
-memory's inner loop. Without the typing, cotangents of the replicated parameters are summed
-over the mesh by shard_map's transpose, as required.
+The shard_map runs with `check_vma=True` (varying-manual-axes typing): the memory core
+builds its inner-gradient perturbation and scan carries with the type of the per-device
+tokens, so per-token inner gradients stay per device, while cotangents of the replicated
+outer parameters are summed over the mesh by shard_map's transpose.
 """
 
 from __future__ import annotations
@@ -67,7 +66,9 @@ def _ring_global(axis: str, num_devices: int):
   def run(cfg, state0, inp, ln):
     batch = inp.q.shape[0]
     idx = lax.axis_index(axis)
-    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), state0)
+    # The added zero carries the inputs' varying type, as the scan carry must (check_vma).
+    zero = jnp.zeros_like(inp.q[0, 0, 0, 0])
+    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape) + zero, state0)
     mom0 = jax.tree.map(jnp.zeros_like, start) if inp.mom_decay is not None else None
     perm = [(i, (i + 1) % num_devices) for i in range(num_devices)]
 
@@ -124,6 +125,6 @@ def tnt_mix_context_parallel(cfg: TNTConfig, params: branches.MemoryParams,
     return branches.tnt_mix(cfg, prm, inps, global_fn=global_fn)
 
   fn = sharding.shard_map(body, mesh=mesh, in_specs=(param_spec, in_spec_inputs),
-                          out_specs=seq4, check_vma=False)
+                          out_specs=seq4, check_vma=True)
   return fn(params, list(inputs))
 
