@@ -1,8 +1,10 @@
 """Shared scaffolding of the memory token mixers (Titans, TTT): a learnable initial memory
 state, the parallel forward through `chunked_memory`, prefill, and the one-token decode step.
 
-Subclasses implement `_project(x_BxLxD, conv_cache)` (returning per-head q, k, v, lr and gates
-in float32, plus the updated conv caches) and `_output(x_BxLxD, o_BxHxLxK)`.
+Subclasses define three hooks: `_conv_inputs(x)` (the projections [B, L, H*K] that go through
+`self.convs`), `_project(x_BxLxD, conv_state)` (per-head q, k, v, lr and gates as
+`MemoryInputs`, plus the updated conv caches; conv_state is None for a whole sequence) and
+`_output(x_BxLxD, o_BxHxLxK)` (the read-out path back to [B, L, D]).
 """
 
 from __future__ import annotations
@@ -62,18 +64,28 @@ class MemoryLayer(nnx.Module):
     return dict(chunk_size=c.chunk_size, retrieval=c.retrieval, inner_loss=c.inner_loss,
                 ln=self.memory_ln())
 
-  # -- subclass hooks ------------------------------------------------------------------
-  def _project(self, x: jax.Array, conv_cache: Any) -> tuple[MemoryInputs, Any]:
-    raise NotImplementedError
-
-  def _output(self, x: jax.Array, o: jax.Array) -> jax.Array:
-    raise NotImplementedError
+  # -- causal convolutions (self.convs: list of CausalDepthwiseConv, or None) -------------
+  def _convolve(self, raw: list[jax.Array], conv_state: Any
+                ) -> tuple[list[jax.Array], list[jax.Array] | None]:
+    """Applies the convs over a sequence (conv_state None) or one decode step."""
+    if self.convs is None:
+      return raw, None
+    if conv_state is None:
+      return [conv(r) for conv, r in zip(self.convs, raw)], None
+    outs = [conv.step(r[:, 0], c) for conv, r, c in zip(self.convs, raw, conv_state[0])]
+    return [o[:, None] for o, _ in outs], [c for _, c in outs]
 
   def _conv_cache_after(self, x: jax.Array) -> Any:
-    raise NotImplementedError
+    if self.convs is None:
+      return None
+    raw = self._conv_inputs(x.astype(self.cfg.dtype))
+    return [conv.cache_from(r) for conv, r in zip(self.convs, raw)]
 
   def init_cache(self, batch: int) -> dict[str, Any]:
-    raise NotImplementedError
+    """Decode cache before the first token."""
+    hk = self.num_heads * self.head_dim
+    conv = None if self.convs is None else [c.init_cache(batch, hk) for c in self.convs]
+    return self._fresh_cache(batch, conv)
 
   # -- forward paths -------------------------------------------------------------------
   def _run(self, x_BxLxD: jax.Array) -> tuple[jax.Array, chunked.MemoryCarry]:

@@ -106,18 +106,13 @@ class TitansMemory(layer.MemoryLayer):
     self.o_proj = lin(hk, d_model)
     self._init_memory(rngs, ln=cfg.memory.ln_residual)
 
+  def _conv_inputs(self, xf):
+    return [self.q_proj(xf), self.k_proj(xf), self.v_proj(xf)]
+
   def _project(self, x, conv_state):
     """x [B, L, D] (L = 1 when decoding with conv_state = (caches, pos))."""
     xf = x.astype(self.cfg.dtype)
-    raw = [self.q_proj(xf), self.k_proj(xf), self.v_proj(xf)]
-    new_caches = None
-    if self.convs is not None:
-      if conv_state is None:
-        raw = [conv(r) for conv, r in zip(self.convs, raw)]
-      else:
-        outs = [conv.step(r[:, 0], c) for conv, r, c in zip(self.convs, raw, conv_state[0])]
-        raw = [o[:, None] for o, _ in outs]
-        new_caches = [c for _, c in outs]
+    raw, new_caches = self._convolve(self._conv_inputs(xf), conv_state)
     q, k, v = (blocks.split_heads(jax.nn.silu(r), self.num_heads) for r in raw)
     q, k = blocks.l2_normalize(q), blocks.l2_normalize(k)
     logits = self.gate_proj(xf).transpose(0, 2, 1)  # [B, 3H, L]
@@ -132,16 +127,3 @@ class TitansMemory(layer.MemoryLayer):
     if self.out_gate is not None:
       y = y * jax.nn.sigmoid(self.out_gate(x.astype(self.cfg.dtype)))
     return self.o_proj(y).astype(x.dtype)
-
-  def _conv_cache_after(self, x):
-    if self.convs is None:
-      return None
-    xf = x.astype(self.cfg.dtype)
-    raw = [self.q_proj(xf), self.k_proj(xf), self.v_proj(xf)]
-    return [conv.cache_from(r) for conv, r in zip(self.convs, raw)]
-
-  def init_cache(self, batch: int):
-    hk = self.num_heads * self.head_dim
-    conv = None if self.convs is None else [c.init_cache(batch, hk) for c in self.convs]
-    return self._fresh_cache(batch, conv)
-

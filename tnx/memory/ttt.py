@@ -113,19 +113,14 @@ class TTTLayer(layer.MemoryLayer):
     self.o_proj = lin(hk, d_model)
     self._init_memory(rngs, ln=True)
 
+  def _conv_inputs(self, xf):
+    q_raw = self.qk_proj(xf)
+    return [q_raw, q_raw if self.k_only_proj is None else self.k_only_proj(xf)]
+
   def _project(self, x, conv_state):
     cfg = self.cfg
     xf = x.astype(cfg.dtype)
-    q_raw = self.qk_proj(xf)
-    k_raw = q_raw if self.k_only_proj is None else self.k_only_proj(xf)
-    raw = [q_raw, k_raw]
-    new_caches = None
-    if self.convs is not None:
-      if conv_state is None:
-        raw = [conv(r) for conv, r in zip(self.convs, raw)]
-      else:
-        outs = [conv.step(r[:, 0], c) for conv, r, c in zip(self.convs, raw, conv_state[0])]
-        raw, new_caches = [o[:, None] for o, _ in outs], [c for _, c in outs]
+    raw, new_caches = self._convolve(self._conv_inputs(xf), conv_state)
     q, k = (blocks.split_heads(r, self.num_heads) for r in raw)
     v = blocks.split_heads(self.v_proj(xf), self.num_heads)
     if cfg.use_rope:
@@ -143,16 +138,3 @@ class TTTLayer(layer.MemoryLayer):
     if self.gate_proj is not None:
       y = y * jax.nn.gelu(self.gate_proj(x.astype(self.cfg.dtype)))
     return self.o_proj(y).astype(x.dtype)
-
-  def _conv_cache_after(self, x):
-    if self.convs is None:
-      return None
-    xf = x.astype(self.cfg.dtype)
-    q_raw = self.qk_proj(xf)
-    k_raw = q_raw if self.k_only_proj is None else self.k_only_proj(xf)
-    return [conv.cache_from(r) for conv, r in zip(self.convs, [q_raw, k_raw])]
-
-  def init_cache(self, batch: int):
-    hk = self.num_heads * self.head_dim
-    conv = None if self.convs is None else [c.init_cache(batch, hk) for c in self.convs]
-    return self._fresh_cache(batch, conv)

@@ -87,7 +87,7 @@ class TNTConfig:
   stage2_freeze_nonlocal: bool = False
   momentum: bool = False
   forget: bool = False
-  lr_max: float = 1.0
+  lr_max: float = 0.01  # as TitansConfig: stable inner loop at initialization
   lr_bias_init: float = -2.0
   mom_bias_init: float = 2.0
   forget_bias_init: float = -4.0
