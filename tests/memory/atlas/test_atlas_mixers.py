@@ -79,8 +79,10 @@ def test_memory_updates_matter_and_chunk_size_is_config_only():
 def test_exact_kernel_mode_and_config_errors():
   m = _mixer(variant="deep_transformer", feature_map="exp", memory="linear")
   assert m(X).shape == X.shape
-  with pytest.raises(NotImplementedError):
+  with pytest.raises(ValueError, match="feature_map='exp'"):
     m.init_cache(2)
+  with pytest.raises(ValueError, match="feature_map='exp'"):
+    m.prefill(X)
   with pytest.raises(ValueError, match="variant"):
     AtlasConfig(variant="mamba")
   with pytest.raises(ValueError, match="memory='linear'"):

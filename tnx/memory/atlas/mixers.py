@@ -297,7 +297,9 @@ class AtlasMixer(nnx.Module):
   def prefill(self, x_BxLxD: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
     """Parallel forward plus the constant-size decode cache after the last token."""
     if self.cfg.get("feature_map") == "exp":
-      raise NotImplementedError("feature_map='exp' has no constant-size decode state")
+      raise ValueError("feature_map='exp' (exact exponential kernel) has no constant-size "
+                       "decode state; decode with feature_map='poly' (its finite-degree "
+                       "approximation)")
     o, carry = self._memory(x_BxLxD)
     y = self._output(x_BxLxD, o)
     conv = None
@@ -316,7 +318,9 @@ class AtlasMixer(nnx.Module):
   def init_cache(self, batch: int) -> dict[str, Any]:
     """The cache before the first token (decode from scratch)."""
     if self.cfg.get("feature_map") == "exp":
-      raise NotImplementedError("feature_map='exp' has no constant-size decode state")
+      raise ValueError("feature_map='exp' (exact exponential kernel) has no constant-size "
+                       "decode state; decode with feature_map='poly' (its finite-degree "
+                       "approximation)")
     hk = self.num_heads * self.head_dim
     conv = None if self.convs is None else [c.init_cache(batch, hk, self.cfg.dtype)
                                             for c in self.convs]
