@@ -201,3 +201,19 @@ def test_bad_arguments_raise_value_error_naming_the_argument():
     chunked.chunked_memory(cfg, jax.tree.map(lambda x: x[:1], s0), q, k, v, lr, chunk_size=2)
   with pytest.raises(ValueError, match="depth"):
     mm.MemoryModelConfig(depth=0)
+
+
+def test_remat_grouping_leaves_gradients_unchanged():
+  cfg, s0, ln, q, k, v, lr, md, fo = _problem(8, 12, 2, True, True, True)
+
+  def grads(remat_group):
+    def objective(s, q_):
+      o, _ = chunked.chunked_memory(cfg, s, q_, k, v, lr, chunk_size=2, mom_decay=md,
+                                    forget=fo, ln=ln, remat_group=remat_group)
+      return jnp.sum(jnp.sin(o))
+    return jax.jit(jax.grad(objective, argnums=(0, 1)))(s0, q)
+
+  reference = grads(0)
+  for group in (1, 3, 4):
+    for got, want in zip(jax.tree.leaves(grads(group)), jax.tree.leaves(reference)):
+      np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

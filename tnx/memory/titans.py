@@ -67,7 +67,7 @@ class TitansConfig:
   output_gate: bool = True
   retrieval: str = "intra_chunk"
   inner_loss: str = "squared_l2"
-  remat_group: int = 4
+  remat_group: int = 1
   learn_init: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32

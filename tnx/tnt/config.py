@@ -94,7 +94,7 @@ class TNTConfig:
   conv_width: int = 4
   output_gate: bool = True
   inner_loss: str = "squared_l2"
-  remat_group: int = 4
+  remat_group: int = 1
   context_axis: str = "context"
   global_cp: str = "allgather"
   dtype: Any = jnp.float32

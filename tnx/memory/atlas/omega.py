@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tnx import validation
+from tnx.memory import chunked
 from tnx.memory.atlas import inner_optim as opt
 from tnx.memory.atlas import memory as amem
 
@@ -197,15 +198,6 @@ def _muon_chunk(rule, state, mom, a, d, gam, eta, alpha, theta, last):
   return new_w, new_m, weights_p
 
 
-def _scan(body, carry, xs, n: int, remat_group: int):
-  if remat_group == 0 or n == 1:
-    return jax.lax.scan(body, carry, xs)
-  g = max(k for k in range(1, min(n, remat_group) + 1) if n % k == 0)
-  xs_g = jax.tree.map(lambda x: x.reshape((n // g, g) + x.shape[1:]), xs)
-  carry, ys = jax.lax.scan(jax.checkpoint(lambda c, x: jax.lax.scan(body, c, x)), carry, xs_g)
-  return carry, jax.tree.map(lambda y: y.reshape((n,) + y.shape[2:]), ys)
-
-
 def _single_head(mcfg, rule, chunk_size, remat_group, state0, mom0, buf, *xs):
   length, b = xs[0].shape[0], chunk_size
   n_full, rem = divmod(length, b)
@@ -217,7 +209,7 @@ def _single_head(mcfg, rule, chunk_size, remat_group, state0, mom0, buf, *xs):
       new, o, _ = _chunk_step(mcfg, rule, cr, x, b - 1)
       return new, o
 
-    carry, o_full = _scan(body, carry, full, n_full, remat_group)
+    carry, o_full = chunked.scan_chunks(body, carry, full, n_full, remat_group)
     outs.append(o_full.reshape((n_full * b,) + o_full.shape[2:]))
   anchor, pos = carry[0], 0
   weights = carry[0]
@@ -263,7 +255,7 @@ def omega_memory(mcfg: amem.AtlasMemoryConfig, rule: OmegaRule, state0: amem.Par
                  zq: jax.Array, zk: jax.Array, v: jax.Array, eta: jax.Array, *,
                  chunk_size: int, alpha: jax.Array | None = None,
                  theta: jax.Array | None = None, gamma: jax.Array | None = None,
-                 carry: OmegaCarry | None = None, remat_group: int = 4
+                 carry: OmegaCarry | None = None, remat_group: int = 1
                  ) -> tuple[jax.Array, OmegaCarry]:
   """Chunked Omega-rule memory over a batch of multi-head sequences.
 
