@@ -47,7 +47,8 @@ class TitansConfig:
     output_gate: sigmoid(x W_g) gate before the output projection.
     retrieval: "intra_chunk" or "chunk_start" (see tnx.memory.chunked).
     inner_loss: inner (associative-memory) loss, default ||f(k) - v||^2 (Titans Eq. 12).
-    remat_group: chunks per rematerialized group in the backward pass (0 = off).
+    remat_group: chunks per rematerialized group in the backward pass (0 = off; None =
+      groups of about 64 tokens, `tnx.memory.chunked.resolve_remat_group`).
     learn_init: whether the initial memory state is an outer parameter.
     dtype: compute dtype of the layer (the inner loop runs in it; float32 recommended).
     param_dtype: dtype of all parameters.
@@ -67,7 +68,7 @@ class TitansConfig:
   output_gate: bool = True
   retrieval: str = "intra_chunk"
   inner_loss: str = "squared_l2"
-  remat_group: int = 1
+  remat_group: int | None = None
   learn_init: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32

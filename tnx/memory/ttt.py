@@ -64,7 +64,7 @@ class TTTConfig:
   use_gate: bool = True
   retrieval: str = "intra_chunk"
   inner_loss: str = "squared_l2"
-  remat_group: int = 1
+  remat_group: int | None = None
   learn_init: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32

@@ -59,7 +59,8 @@ class TNTConfig:
     conv_width: causal depthwise conv after the q/k/v projections (0 disables).
     output_gate: sigmoid(x W_g) gate before the output projection.
     inner_loss: inner associative-memory loss.
-    remat_group: chunks per rematerialized group inside the chunked primitive (0 = off).
+    remat_group: chunks per rematerialized group inside the chunked primitive (0 = off; None
+      = groups of about 64 tokens, `tnx.memory.chunked.resolve_remat_group`).
     context_axis: mesh axis name used for context parallelism.
     global_cp: how the global chain runs across context shards: "allgather" (gather the global
       memory's q/k/v/gates, recompute the chain on every device) or "ring" (pass the state at
@@ -94,7 +95,7 @@ class TNTConfig:
   conv_width: int = 4
   output_gate: bool = True
   inner_loss: str = "squared_l2"
-  remat_group: int = 1
+  remat_group: int | None = None
   context_axis: str = "context"
   global_cp: str = "allgather"
   dtype: Any = jnp.float32
@@ -113,7 +114,8 @@ class TNTConfig:
     validation.one_of("global_cp", self.global_cp, GLOBAL_CP)
     validation.one_of("inner_loss", self.inner_loss, list(mm.INNER_LOSSES))
     validation.non_negative_int("conv_width", self.conv_width)
-    validation.non_negative_int("remat_group", self.remat_group)
+    if self.remat_group is not None:
+      validation.non_negative_int("remat_group", self.remat_group)
     validation.positive("lr_max", self.lr_max)
     if not isinstance(self.local_chunk_sizes, tuple):
       raise ValueError(f"local_chunk_sizes must be a tuple of ints, got {self.local_chunk_sizes!r}")

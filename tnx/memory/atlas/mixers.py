@@ -122,7 +122,7 @@ class AtlasConfig:
   output_gate: bool = True
   hybrid: str = "none"
   swa_window: int = 64
-  remat_group: int = 1
+  remat_group: int | None = None
   learn_init: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32

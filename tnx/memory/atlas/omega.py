@@ -255,7 +255,7 @@ def omega_memory(mcfg: amem.AtlasMemoryConfig, rule: OmegaRule, state0: amem.Par
                  zq: jax.Array, zk: jax.Array, v: jax.Array, eta: jax.Array, *,
                  chunk_size: int, alpha: jax.Array | None = None,
                  theta: jax.Array | None = None, gamma: jax.Array | None = None,
-                 carry: OmegaCarry | None = None, remat_group: int = 1
+                 carry: OmegaCarry | None = None, remat_group: int | None = None
                  ) -> tuple[jax.Array, OmegaCarry]:
   """Chunked Omega-rule memory over a batch of multi-head sequences.
 
@@ -269,12 +269,13 @@ def omega_memory(mcfg: amem.AtlasMemoryConfig, rule: OmegaRule, state0: amem.Par
     chunk_size: C >= 1 (anchor refresh period; 1 = exact recurrence).
     carry: continue from a previous segment's carry (must sit on a chunk boundary, pos 0);
       None starts from state0 with an empty window buffer.
-    remat_group: chunks per rematerialized group (0 = off).
+    remat_group: chunks per rematerialized group (0 = off; None = automatic, see
+      `tnx.memory.chunked.resolve_remat_group`).
   Returns:
     (o [B, H, L, V], OmegaCarry with leaves [B, H, ...]) after the last token.
   """
   chunk_size = validation.positive_int("chunk_size", chunk_size)
-  validation.non_negative_int("remat_group", remat_group)
+  remat_group = chunked.resolve_remat_group(remat_group, chunk_size)
   if zq.ndim != 4:
     raise ValueError(f"zq must have shape [B, H, L, D], got {list(zq.shape)}")
   b, h, length, zdim = zq.shape
