@@ -43,6 +43,12 @@ def get_config(argv=None) -> argparse.Namespace:
   return cfg
 
 
+def _save(fig, cfg, name: str) -> None:
+  fig.tight_layout()
+  fig.savefig(os.path.join(cfg.out_dir, name), dpi=120)
+  plt.close(fig)
+
+
 def se_vs_sim(cfg):
   pr = data.make_problem(1.5, 2.0, 0.3, prior=0.3)
   keys = jax.random.split(jax.random.key(0), cfg.sim_seeds)
@@ -63,9 +69,7 @@ def se_vs_sim(cfg):
                 label=f"{name} sim")
   ax.set(xlabel="round (0 = plain training)", ylabel="eta", title="SE vs AMP simulation")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(cfg.out_dir, "amp_se_vs_sim.png"), dpi=120)
-  plt.close(fig)
+  _save(fig, cfg, "amp_se_vs_sim.png")
 
 
 def cobweb(cfg):
@@ -90,9 +94,7 @@ def cobweb(cfg):
         f"{float(se.error_of(fp)):.4f} vs plain {float(se.error_of(plain)):.4f}")
   ax.set(xlabel="eta_t", ylabel="eta_{t+1}", title="Bayes-optimal retraining: cobweb")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(cfg.out_dir, "amp_cobweb.png"), dpi=120)
-  plt.close(fig)
+  _save(fig, cfg, "amp_cobweb.png")
 
 
 def se_noise(cfg, noise):
@@ -109,9 +111,7 @@ def se_noise(cfg, noise):
     ax.plot(noise, 1 - errs[n], "o-", label=n)
   ax.set(xlabel="flip rate p", ylabel="accuracy (SE)", title="GMM, gamma=1, alpha=2, 5 rounds")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(cfg.out_dir, "amp_se_noise.png"), dpi=120)
-  plt.close(fig)
+  _save(fig, cfg, "amp_se_noise.png")
 
 
 def datasets(smoke):
@@ -163,9 +163,7 @@ def probe_noise(cfg, noise):
     ax.set(xlabel="flip rate p", ylabel="test accuracy", title=label)
     ax.title.set_fontsize(8)
   axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(cfg.out_dir, "amp_probe_noise.png"), dpi=120)
-  plt.close(fig)
+  _save(fig, cfg, "amp_probe_noise.png")
 
 
 def main(argv=None):

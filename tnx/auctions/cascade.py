@@ -95,6 +95,27 @@ def enum_single(r, p, q, rank, table):
   return table[jnp.argmax(vals)]
 
 
+def _trace_choices(choice, order, n: int, m: int, steps_are_positions: bool) -> jax.Array:
+  """Forward pass of a subset dynamic program: follows the recorded choices step by step.
+
+  choice[t, state, count] is the item picked at step t (-1 for none); steps run over
+  positions (picking ads) or over ads (picking positions). Returns x [n ads, m positions].
+  """
+  def fwd(carry, t):
+    st, c, x = carry
+    pick = choice[t, st, c]
+    take = pick >= 0
+    safe = jnp.maximum(pick, 0)
+    ad, pos = (safe, order[t]) if steps_are_positions else (order[t], safe)
+    x = x.at[ad, pos].add(jnp.where(take, 1.0, 0.0))
+    return (jnp.where(take, st | (1 << safe), st), c + take, x), None
+
+  steps = m if steps_are_positions else n
+  (_, _, x), _ = jax.lax.scan(fwd, (jnp.int64(0), jnp.int64(0), jnp.zeros((n, m))),
+                              jnp.arange(steps))
+  return x
+
+
 def dp_fixed_single(r, p, q, k, rank):
   """Exact optimum for a fixed rendering order: DP over positions, state (used ads, count)."""
   n, m = p.shape
@@ -117,16 +138,7 @@ def dp_fixed_single(r, p, q, k, rank):
 
   _, choice = jax.lax.scan(back, jnp.zeros((2 ** n, k + 1)), jnp.arange(m), reverse=True)
 
-  def fwd(carry, t):
-    st, c, x = carry
-    i = choice[t, st, c]
-    take = i >= 0
-    x = x.at[jnp.maximum(i, 0), order[t]].add(jnp.where(take, 1.0, 0.0))
-    return (jnp.where(take, st | (1 << jnp.maximum(i, 0)), st), c + take, x), None
-
-  (_, _, x), _ = jax.lax.scan(fwd, (jnp.int64(0), jnp.int64(0), jnp.zeros((n, m))),
-                              jnp.arange(m))
-  return x
+  return _trace_choices(choice, order, n, m, steps_are_positions=True)
 
 
 def dp_free_c1_single(r, p, k):
@@ -149,16 +161,7 @@ def dp_free_c1_single(r, p, k):
 
   _, choice = jax.lax.scan(back, jnp.zeros((2 ** m, k + 1)), jnp.arange(n), reverse=True)
 
-  def fwd(carry, t):
-    st, c, x = carry
-    j = choice[t, st, c]
-    take = j >= 0
-    x = x.at[order[t], jnp.maximum(j, 0)].add(jnp.where(take, 1.0, 0.0))
-    return (jnp.where(take, st | (1 << jnp.maximum(j, 0)), st), c + take, x), None
-
-  (_, _, x), _ = jax.lax.scan(fwd, (jnp.int64(0), jnp.int64(0), jnp.zeros((n, m))),
-                              jnp.arange(n))
-  return x
+  return _trace_choices(choice, order, n, m, steps_are_positions=False)
 
 
 # ----------------------------------------------------------------------------- approximations
