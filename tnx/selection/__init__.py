@@ -6,8 +6,8 @@ Two methods live here, each in its own subpackage:
   per-sample weights from a second-order expansion of the target loss after one optimizer step
   (gradient descent or Adam), made cheap by computing exact gradients only for landmark samples
   and propagating them to the pool with kernel ridge regression on JVP embeddings.
-- `tnx.selection.xmas`: XMAS (Naharas et al., arXiv 2510.01454), data selection for vision-language
-  fine-tuning from cross-modal alignment trajectories of a small proxy model.
+- `tnx.selection.xmas`: XMAS (Naharas et al., arXiv 2510.01454), data selection for
+  vision-language fine-tuning from cross-modal alignment trajectories of a small proxy model.
 
 This package module imports nothing, so either method can be used without the other.
 """
