@@ -7,7 +7,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
+
+
+def concrete(x: Any) -> np.ndarray | None:
+  """`x` as a numpy array, or None when it is a jax tracer (inside jit/vmap/grad), whose
+  values cannot be checked; value checks then have to happen before tracing."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def is_concrete(x: Any) -> bool:
+  return concrete(x) is not None
 
 
 def positive_int(name: str, value: Any) -> int:

@@ -99,4 +99,4 @@ def test_nonprivate_backend_needs_infinite_epsilon():
     embeddings.plan_budget(clustering.KMeansBackend(), embeddings.DPGMMConfig(), 1.0, 1e-5)
   b = embeddings.plan_budget(clustering.KMeansBackend(), embeddings.DPGMMConfig(), math.inf,
                              1e-5)
-  assert math.isinf(b.epsilon) and all(s == 0 for s in b.scales.values())
+  assert math.isinf(b.epsilon) and all(s is None for s in b.scales.values())

@@ -76,10 +76,10 @@ def test_lsh_leaf_sum_noise_has_calibrated_scale():
   z = jnp.zeros((n, d))
   y = jnp.zeros(n, jnp.int32)
   cs = clustering.LSHCoresetBackend(max_depth=4).coreset(jax.random.key(3), z, y, 1, radius,
-                                                         0.0, mult)
+                                                         None, mult)
   assert cs.weights_M.sum() == n
   big = [clustering.LSHCoresetBackend(max_depth=4).coreset(jax.random.key(s), z, y, 1, radius,
-                                                           0.0, mult).sums_MxD
+                                                           None, mult).sums_MxD
          for s in range(40)]
   _assert_variance(np.concatenate(big), mult * radius)
 

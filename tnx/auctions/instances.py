@@ -139,8 +139,7 @@ def w_from_p(p: Any) -> jax.Array:
 # ----------------------------------------------------------------------------- validation
 
 
-def is_concrete(x: Any) -> bool:
-  return not isinstance(x, jax.core.Tracer)
+is_concrete = validation.is_concrete
 
 
 def check_probabilities(name: str, p: Any, *, open_interval: bool = False) -> None:

@@ -28,6 +28,14 @@ from dp_accounting.rdp import rdp_privacy_accountant
 from tnx import validation
 
 RELATION = "add_or_remove_one"
+
+
+def noise_scale(name: str, scale: float | None) -> float | None:
+  """Validates a noise scale: a finite number > 0, or None for the explicit non-private limit.
+
+  Zero, negative and NaN scales are errors: no number ever means "no noise".
+  """
+  return None if scale is None else validation.positive(name, scale)
 # Calibration runs with a coarser PLD grid (pessimistic, so the epsilon it sees is an upper
 # bound of the fine one); the final report uses the fine grid, hence reported <= target.
 _CALIBRATION_GRID = 1e-3
@@ -54,23 +62,26 @@ def make_accountant(kind: str = "pld", grid: float = _REPORT_GRID
 
 def epsilon_of(event: dp_event.DpEvent, delta: float, kind: str = "pld",
                grid: float = _REPORT_GRID) -> float:
-  """Epsilon of `event` at `delta` under a fresh accountant of the given kind."""
+  """Epsilon of `event` at `delta` in (0, 1) under a fresh accountant of the given kind."""
+  delta = validation.in_range("delta", delta, 0.0, 1.0, low_open=True, high_open=True)
   return float(make_accountant(kind, grid).compose(event).get_epsilon(delta))
 
 
 def gaussian_event(noise_multiplier: float) -> dp_event.DpEvent:
-  """Gaussian mechanism with noise std = noise_multiplier * (L2 sensitivity)."""
-  return dp_event.GaussianDpEvent(float(noise_multiplier))
+  """Gaussian mechanism with noise std = noise_multiplier * (L2 sensitivity); multiplier > 0."""
+  return dp_event.GaussianDpEvent(validation.positive("noise_multiplier", noise_multiplier))
 
 
 def discrete_laplace_event(scale: float, count: int = 1) -> dp_event.DpEvent:
   """`count` adaptive releases of sensitivity-1 integer counts with DLap(1 / scale) noise.
 
   `scale` is the inverse of dp_accounting's discrete Laplace parameter `a` (pmf proportional
-  to exp(-a |x|)), so that larger scale means more noise like the other events.
+  to exp(-a |x|)), so that larger scale means more noise like the other events; scale > 0.
   """
-  inner = dp_event.DiscreteLaplaceDpEvent(noise_parameter=1.0 / float(scale), sensitivity=1)
-  return inner if count == 1 else dp_event.SelfComposedDpEvent(inner, int(count))
+  scale = validation.positive("scale", scale)
+  count = validation.positive_int("count", count)
+  inner = dp_event.DiscreteLaplaceDpEvent(noise_parameter=1.0 / scale, sensitivity=1)
+  return inner if count == 1 else dp_event.SelfComposedDpEvent(inner, count)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +101,9 @@ class Budget:
     delta: the delta it is reported at.
     relation: neighbouring relation of the guarantee.
     accountant: which dp_accounting accountant produced `epsilon`.
-    scales: final noise scale of each part (the value passed to its `make_event`).
+    scales: final noise scale of each part (the value passed to its `make_event`); `None` for
+      every part in the non-private limit epsilon = inf, where no noise is added. A number is
+      always > 0: no scale ever stands for "no noise".
     part_epsilons: each part's own epsilon at fraction * delta (informational).
     event: the composed DpEvent (None in the non-private limit).
   """
@@ -98,7 +111,7 @@ class Budget:
   delta: float
   relation: str
   accountant: str
-  scales: dict[str, float]
+  scales: dict[str, float | None]
   part_epsilons: dict[str, float]
   event: dp_event.DpEvent | None
 
@@ -138,7 +151,7 @@ def calibrate_split(parts: Sequence[Part], epsilon: float, delta: float) -> Budg
 
   Args:
     parts: mechanisms composed (adaptively) in one release; fractions must be > 0, sum to 1.
-    epsilon: total epsilon in (0, inf]; inf returns zero scales (no noise).
+    epsilon: total epsilon in (0, inf]; inf returns `None` scales (the non-private limit).
     delta: total delta in (0, 1).
 
   Returns:
@@ -156,7 +169,7 @@ def calibrate_split(parts: Sequence[Part], epsilon: float, delta: float) -> Budg
   if len(set(names)) != len(names):
     raise ValueError(f"part names must be unique, got {names}")
   if math.isinf(epsilon):
-    return Budget(math.inf, delta, RELATION, "none", {n: 0.0 for n in names},
+    return Budget(math.inf, delta, RELATION, "none", {n: None for n in names},
                   {n: math.inf for n in names}, None)
 
   base = [_calibrate(p.make_event, f * epsilon, f * delta) for p, f in zip(parts, fractions)]

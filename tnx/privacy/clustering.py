@@ -31,15 +31,14 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn import cluster as sk_cluster
 
-from tnx import validation
-from tnx.privacy import accounting
+from tnx import kmeans, validation
+from tnx.privacy import accounting, data
 
 
-def discrete_laplace_std(scale: float) -> float:
-  """Std of DLap with parameter a = 1/scale: sqrt(2 e^-a) / (1 - e^-a); 0 for scale 0."""
-  if scale <= 0:
+def discrete_laplace_std(scale: float | None) -> float:
+  """Std of DLap with parameter a = 1/scale: sqrt(2 e^-a) / (1 - e^-a); 0 for None (no noise)."""
+  if accounting.noise_scale("scale", scale) is None:
     return 0.0
   a = 1.0 / scale
   return math.sqrt(2.0 * math.exp(-a)) / -math.expm1(-a)
@@ -50,10 +49,13 @@ def host_rng(key: jax.Array) -> np.random.Generator:
   return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
 
 
-def discrete_laplace(rng: np.random.Generator, scale: float, shape: tuple[int, ...]
+def discrete_laplace(rng: np.random.Generator, scale: float | None, shape: tuple[int, ...]
                      ) -> np.ndarray:
-  """Integer noise with pmf proportional to exp(-|x| / scale) (difference of geometrics)."""
-  if scale <= 0:
+  """Integer noise with pmf proportional to exp(-|x| / scale) (difference of geometrics).
+
+  `scale` > 0; None is the explicit non-private limit (zeros). Zero or negative is an error.
+  """
+  if accounting.noise_scale("scale", scale) is None:
     return np.zeros(shape, np.int64)
   p = -math.expm1(-1.0 / scale)
   return rng.geometric(p, shape) - rng.geometric(p, shape)
@@ -114,7 +116,8 @@ def _clip_centres(c: np.ndarray, radius: float) -> np.ndarray:
 
 def weighted_kmeans(points_MxD: np.ndarray, weights_M: np.ndarray, k: int, seed: int,
                     dim: int) -> np.ndarray:
-  """k-means++ (scikit-learn) on a weighted public/private-coreset; returns [K, D].
+  """Weighted k-means++ and Lloyd (tnx.kmeans: best of 3 restarts, at most 300 iterations,
+  tol 1e-4) on a weighted public/private-coreset; returns [K, D].
 
   With fewer than k usable points the result repeats them (or is zeros with none); repeated
   centres own no points and their clusters are dropped later on noisy counts.
@@ -125,8 +128,9 @@ def weighted_kmeans(points_MxD: np.ndarray, weights_M: np.ndarray, k: int, seed:
     return np.zeros((k, dim))
   if len(pts) <= k:
     return pts[np.arange(k) % len(pts)]
-  km = sk_cluster.KMeans(n_clusters=k, init="k-means++", n_init=3, random_state=seed)
-  return km.fit(pts, sample_weight=w).cluster_centers_
+  res = kmeans.kmeans(jax.random.key(seed), jnp.asarray(pts), k, jnp.asarray(w),
+                      num_iters=300, tol=1e-4, n_init=3)
+  return np.asarray(res.centres_KxD, np.float64)
 
 
 class ClusteringBackend(Protocol):
@@ -173,8 +177,19 @@ class LSHCoresetBackend:
             accounting.Part("leaf_sums", fraction * (1 - cf), accounting.gaussian_event)]
 
   def coreset(self, key: jax.Array, z_NxD: jax.Array, y_N: jax.Array, num_classes: int,
-              radius: float, count_scale: float, sum_multiplier: float) -> Coreset:
-    """Builds the private coreset (all classes at once, one tree root per class)."""
+              radius: float, count_scale: float | None, sum_multiplier: float | None
+              ) -> Coreset:
+    """Builds the private coreset (all classes at once, one tree root per class).
+
+    `count_scale` (discrete Laplace scale of every tree count) and `sum_multiplier` (Gaussian
+    noise multiplier of the leaf sums) must each be > 0, or None: that mechanism's explicit
+    non-private limit (used by tests that isolate the other mechanism).
+    """
+    count_scale = accounting.noise_scale("count_scale", count_scale)
+    sum_multiplier = accounting.noise_scale("sum_multiplier", sum_multiplier)
+    radius = validation.positive("radius", radius)
+    num_classes = validation.positive_int("num_classes", num_classes)
+    data.check_labels("y_N", y_N, np.shape(z_NxD)[0], num_classes)
     k_planes, k_noise = jax.random.split(key)
     rng = host_rng(k_noise)
     dim = z_NxD.shape[-1]
@@ -215,7 +230,9 @@ class LSHCoresetBackend:
     num_leaves = len(leaf_counts)
     cell_N = jnp.where(leaf_N >= 0, leaf_N, num_leaves)
     sums = np.asarray(_segment_sums(z_NxD, cell_N, _pad(num_leaves + 1)), np.float64)
-    sums = sums[:num_leaves] + sum_multiplier * radius * rng.standard_normal((num_leaves, dim))
+    sums = sums[:num_leaves]
+    if sum_multiplier is not None:
+      sums = sums + sum_multiplier * radius * rng.standard_normal((num_leaves, dim))
     w = np.asarray(leaf_counts, np.float64)
     pts = _clip_centres(sums / np.maximum(w, 1.0)[:, None], radius) if num_leaves else sums
     return Coreset(pts, w, np.asarray(leaf_class, np.int64), sums)
@@ -262,8 +279,9 @@ class LloydBackend:
                      (num_classes, k, z_NxD.shape[-1]))
     w = validation.in_range("count_weight", self.count_weight, 0.0, 1.0, low_open=True,
                             high_open=True)
-    z_mult = scales["lloyd"]
-    s_n, s_s = z_mult / math.sqrt(w), radius * z_mult / math.sqrt(1 - w)
+    z_mult = accounting.noise_scale("scales['lloyd']", scales["lloyd"])
+    s_n, s_s = (0.0, 0.0) if z_mult is None else (z_mult / math.sqrt(w),
+                                                 radius * z_mult / math.sqrt(1 - w))
     centres = _clip_centres(np.asarray(self.init_centres_CxKxD, np.float64), radius)
     y = jnp.asarray(y_N, jnp.int32)
     for key_t in jax.random.split(key, self.rounds):

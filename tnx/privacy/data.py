@@ -53,7 +53,8 @@ def normalize_rows(z_NxD: jax.Array) -> jax.Array:
 
 
 def check_bounded(name: str, z_NxD: jax.Array, radius: float) -> None:
-  """Raises ValueError unless z is a finite [N, D] array with every row norm <= radius."""
+  """Raises ValueError unless z is a finite [N, D] array with every row norm <= radius > 0."""
+  radius = validation.positive("radius", radius)
   validation.shape(name, z_NxD, (None, None))
   z = np.asarray(z_NxD, dtype=np.float64)
   if not np.all(np.isfinite(z)):

@@ -47,7 +47,7 @@ class Release:
   """Everything `fit_dp_gmm` releases (all of it DP)."""
   mixture: gmm.Mixture
   centres_CxKxD: np.ndarray
-  stds: tuple[float, float, float]    # (s_N, s_S, s_Q) of the moment release
+  stds: tuple[float, float, float] | None  # (s_N, s_S, s_Q) of the moment release; None: no noise
   budget: accounting.Budget
 
 
@@ -104,6 +104,10 @@ def fit_dp_gmm(key: jax.Array, z_NxD: jax.Array, y_N: jax.Array, num_classes: in
   k = validation.positive_int("config.k", config.k)
   validation.one_of("config.cov_type", config.cov_type, gmm.COV_TYPES)
   data.check_bounded("z_NxD", z_NxD, radius)
+  if np.ndim(z_NxD) != 2 or np.shape(z_NxD)[0] == 0:
+    raise ValueError(f"z_NxD must be a non-empty [N, D] array, got shape {list(np.shape(z_NxD))}"
+                     ": a release from no records would be noise only")
+  validation.non_negative("config.n_min_sigmas", config.n_min_sigmas)
   z = jnp.asarray(z_NxD)
   y = jnp.asarray(data.check_labels("y_N", y_N, z.shape[0], num_classes))
   backend = clustering.LSHCoresetBackend() if backend is None else backend
@@ -120,9 +124,10 @@ def fit_dp_gmm(key: jax.Array, z_NxD: jax.Array, y_N: jax.Array, num_classes: in
   stats = gmm.cell_moments(z, cell, centres_j.reshape(-1, dim), num_classes * k,
                            config.cov_type)
   z_eff = budget.scales["moments"]
-  stds = gmm.moment_stds(z_eff, radius, config.cov_type, config.moment_weights)
+  stds = (None if z_eff is None else
+          gmm.moment_stds(z_eff, radius, config.cov_type, config.moment_weights))
   noisy = gmm.add_moment_noise(k_mom, *stats, stds, config.cov_type)
-  n_min = config.n_min_sigmas * stds[0]
+  n_min = 0.0 if stds is None else config.n_min_sigmas * stds[0]
   mixture = gmm.to_mixture(*noisy, jnp.asarray(centres.reshape(-1, dim)), num_classes,
                            config.cov_type, n_min, config.floor_abs, config.floor_rel,
                            config.shrinkage)

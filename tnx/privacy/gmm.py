@@ -37,8 +37,12 @@ def moment_stds(z_eff: float, radius: float, cov_type: str,
   """Noise stds (s_N, s_S, s_Q) giving noise multiplier z_eff; `weights` split 1/z_eff^2.
 
   weights (w_N, w_S, w_Q) > 0 summing to 1: block X gets sensitivity_X / s_X = sqrt(w_X) / z_eff.
+  z_eff and radius must be finite and > 0 (the non-private limit releases without calling this).
   """
-  if len(weights) != 3 or min(weights) <= 0 or abs(sum(weights) - 1) > 1e-9:
+  z_eff = validation.positive("z_eff", z_eff)
+  radius = validation.positive("radius", radius)
+  if (len(weights) != 3 or not all(np.isfinite(weights)) or min(weights) <= 0
+      or abs(sum(weights) - 1) > 1e-9):
     raise ValueError(f"moment weights must be 3 positive numbers summing to 1, got {weights}")
   w_n, w_s, w_q = weights
   return (z_eff / math.sqrt(w_n), radius * z_eff / math.sqrt(w_s),
@@ -47,17 +51,20 @@ def moment_stds(z_eff: float, radius: float, cov_type: str,
 
 def noise_multiplier(s_n: float, s_s: float, s_q: float, radius: float, cov_type: str) -> float:
   """z_eff = 1 / sqrt(1/s_N^2 + R^2/s_S^2 + q_max^2/s_Q^2) (inverse of `moment_stds`)."""
+  s_n, s_s, s_q = (validation.positive(n, v) for n, v in (("s_n", s_n), ("s_s", s_s),
+                                                           ("s_q", s_q)))
+  radius = validation.positive("radius", radius)
   return 1.0 / math.sqrt(1 / s_n ** 2 + radius ** 2 / s_s ** 2
                          + q_sensitivity(radius, cov_type) ** 2 / s_q ** 2)
 
 
-@functools.partial(jax.jit, static_argnames=("num_cells", "cov_type"))
 def cell_moments(z_NxD: jax.Array, cell_N: jax.Array, centres_MxD: jax.Array, num_cells: int,
                  cov_type: str):
   """Exact sufficient statistics per cell (linear in N; reduces over a row-sharded axis).
 
   Args:
-    z_NxD: [N, D] bounded points. cell_N: [N] cell ids in [0, M); ids >= M are ignored.
+    z_NxD: [N, D] bounded points. cell_N: [N] cell ids, every one in [0, M) (checked when
+      concrete: a record outside every cell would silently leave the release).
     centres_MxD: [M, D] centre of each cell (used by `iso` only).
     num_cells: M. cov_type: 'full' | 'diag' | 'iso'.
 
@@ -65,6 +72,17 @@ def cell_moments(z_NxD: jax.Array, cell_N: jax.Array, centres_MxD: jax.Array, nu
     counts [M], sums [M, D], second moments [M, D, D] (full, upper triangle incl. diagonal,
     lower zero), [M, D] (diag) or [M] (iso, sum of ||z - c||^2).
   """
+  num_cells = validation.positive_int("num_cells", num_cells)
+  validation.one_of("cov_type", cov_type, COV_TYPES)
+  validation.shape("cell_N", cell_N, (np.shape(z_NxD)[0],))
+  validation.shape("centres_MxD", centres_MxD, (num_cells, np.shape(z_NxD)[-1]))
+  if validation.is_concrete(cell_N):
+    validation.array_in_range("cell_N", cell_N, 0, num_cells - 1)
+  return _cell_moments(z_NxD, cell_N, centres_MxD, num_cells, cov_type)
+
+
+@functools.partial(jax.jit, static_argnames=("num_cells", "cov_type"))
+def _cell_moments(z_NxD, cell_N, centres_MxD, num_cells, cov_type):
   seg = functools.partial(jax.ops.segment_sum, segment_ids=cell_N, num_segments=num_cells)
   counts = seg(jnp.ones(cell_N.shape, z_NxD.dtype))
   sums = seg(z_NxD)
@@ -78,16 +96,32 @@ def cell_moments(z_NxD: jax.Array, cell_N: jax.Array, centres_MxD: jax.Array, nu
   return counts, sums, q
 
 
-@functools.partial(jax.jit, static_argnames="cov_type")
-def add_moment_noise(key: jax.Array, counts, sums, q, stds: tuple[float, float, float],
+def add_moment_noise(key: jax.Array, counts, sums, q, stds: tuple[float, float, float] | None,
                      cov_type: str):
-  """Gaussian noise on the three blocks (float64); full: i.i.d. on the upper triangle only."""
-  s_n, s_s, s_q = stds
-  kn, ks, kq = jax.random.split(key, 3)
+  """Gaussian noise on the three blocks (float64); full: i.i.d. on the upper triangle only.
+
+  `stds` = (s_N, s_S, s_Q), each finite and > 0, or None for the explicit non-private limit
+  (the exact statistics, symmetrised like a noisy release). Zero or negative stds are errors.
+  """
+  validation.one_of("cov_type", cov_type, COV_TYPES)
+  if stds is not None:
+    if len(stds) != 3:
+      raise ValueError(f"stds must be (s_N, s_S, s_Q), got {stds!r}")
+    stds = tuple(validation.positive(n, v) for n, v in zip(("s_N", "s_S", "s_Q"), stds))
+  return _add_moment_noise(key, counts, sums, q, (1.0, 1.0, 1.0) if stds is None else stds,
+                           stds is not None, cov_type)
+
+
+@functools.partial(jax.jit, static_argnames=("noisy", "cov_type"))
+def _add_moment_noise(key, counts, sums, q, stds, noisy, cov_type):
   f64 = jnp.float64
-  counts = jnp.asarray(counts, f64) + s_n * jax.random.normal(kn, counts.shape, f64)
-  sums = jnp.asarray(sums, f64) + s_s * jax.random.normal(ks, sums.shape, f64)
-  q = jnp.asarray(q, f64) + s_q * jax.random.normal(kq, q.shape, f64)
+  counts, sums, q = (jnp.asarray(a, f64) for a in (counts, sums, q))
+  if noisy:
+    s_n, s_s, s_q = stds
+    kn, ks, kq = jax.random.split(key, 3)
+    counts = counts + s_n * jax.random.normal(kn, counts.shape, f64)
+    sums = sums + s_s * jax.random.normal(ks, sums.shape, f64)
+    q = q + s_q * jax.random.normal(kq, q.shape, f64)
   if cov_type == "full":
     q = jnp.triu(q)
     q = q + jnp.swapaxes(q, -1, -2) - q * jnp.eye(q.shape[-1], dtype=f64)
