@@ -25,8 +25,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnx import validation
-from tnx.memory import blocks, layer
+from tnx.memory import layer
 from tnx.memory import model as mm
+from tnx.nn import conv
+from tnx.nn import layers as nnl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +96,7 @@ class TitansMemory(layer.MemoryLayer):
     lin = lambda i, o, bias=False: nnx.Linear(i, o, use_bias=bias, dtype=cfg.dtype,
                                                param_dtype=cfg.param_dtype, rngs=rngs)
     self.q_proj, self.k_proj, self.v_proj = lin(d_model, hk), lin(d_model, hk), lin(d_model, hk)
-    self.convs = nnx.List([blocks.CausalDepthwiseConv(hk, cfg.conv_width, rngs=rngs,
+    self.convs = nnx.List([conv.CausalDepthwiseConv(hk, cfg.conv_width, rngs=rngs,
                                                       param_dtype=cfg.param_dtype)
                            for _ in range(3)]) if cfg.conv_width else None
     self.gate_proj = lin(d_model, 3 * self.num_heads, bias=True)
@@ -102,7 +104,7 @@ class TitansMemory(layer.MemoryLayer):
     bias = jnp.concatenate([jnp.full((h,), cfg.lr_bias_init), jnp.full((h,), cfg.mom_bias_init),
                             jnp.full((h,), cfg.forget_bias_init)]).astype(cfg.param_dtype)
     self.gate_proj.bias = nnx.Param(bias)
-    self.out_norm = blocks.HeadNorm(self.num_heads, self.head_dim, param_dtype=cfg.param_dtype)
+    self.out_norm = nnl.HeadNorm(self.num_heads, self.head_dim, param_dtype=cfg.param_dtype)
     self.out_gate = lin(d_model, hk) if cfg.output_gate else None
     self.o_proj = lin(hk, d_model)
     self._init_memory(rngs, ln=cfg.memory.ln_residual)
@@ -114,8 +116,8 @@ class TitansMemory(layer.MemoryLayer):
     """x [B, L, D] (L = 1 when decoding with conv_state = (caches, pos))."""
     xf = x.astype(self.cfg.dtype)
     raw, new_caches = self._convolve(self._conv_inputs(xf), conv_state)
-    q, k, v = (blocks.split_heads(jax.nn.silu(r), self.num_heads) for r in raw)
-    q, k = blocks.l2_normalize(q), blocks.l2_normalize(k)
+    q, k, v = (nnl.split_heads(jax.nn.silu(r), self.num_heads) for r in raw)
+    q, k = nnl.l2_normalize(q), nnl.l2_normalize(k)
     logits = self.gate_proj(xf).transpose(0, 2, 1)  # [B, 3H, L]
     h = self.num_heads
     lr = self.cfg.lr_max * jax.nn.sigmoid(logits[:, :h])
@@ -124,7 +126,7 @@ class TitansMemory(layer.MemoryLayer):
     return layer.MemoryInputs(q, k, v, lr, mom, fgt), new_caches
 
   def _output(self, x, o):
-    y = blocks.merge_heads(self.out_norm(o))
+    y = nnl.merge_heads(self.out_norm(o))
     if self.out_gate is not None:
       y = y * jax.nn.sigmoid(self.out_gate(x.astype(self.cfg.dtype)))
     return self.o_proj(y).astype(x.dtype)

@@ -29,8 +29,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnx import validation
-from tnx.memory import blocks, layer
+from tnx.memory import layer
 from tnx.memory import model as mm
+from tnx.nn import conv
+from tnx.nn import layers as nnl
 
 KINDS = ("linear", "mlp")
 
@@ -104,7 +106,7 @@ class TTTLayer(layer.MemoryLayer):
     self.qk_proj = lin(d_model, hk)
     self.k_only_proj = None if cfg.share_qk else lin(d_model, hk)
     self.v_proj = lin(d_model, hk)
-    self.convs = nnx.List([blocks.CausalDepthwiseConv(hk, cfg.conv_width, rngs=rngs,
+    self.convs = nnx.List([conv.CausalDepthwiseConv(hk, cfg.conv_width, rngs=rngs,
                                                       param_dtype=cfg.param_dtype)
                            for _ in range(2)]) if cfg.conv_width else None
     self.lr_proj = lin(d_model, self.num_heads, bias=True)
@@ -121,20 +123,20 @@ class TTTLayer(layer.MemoryLayer):
     cfg = self.cfg
     xf = x.astype(cfg.dtype)
     raw, new_caches = self._convolve(self._conv_inputs(xf), conv_state)
-    q, k = (blocks.split_heads(r, self.num_heads) for r in raw)
-    v = blocks.split_heads(self.v_proj(xf), self.num_heads)
+    q, k = (nnl.split_heads(r, self.num_heads) for r in raw)
+    v = nnl.split_heads(self.v_proj(xf), self.num_heads)
     if cfg.use_rope:
       length = x.shape[1]
       start = 0 if conv_state is None else conv_state[1][0]
       pos = (jnp.arange(length) + start) % cfg.chunk_size
-      q, k = blocks.rope(q, pos), blocks.rope(k, pos)
+      q, k = nnl.rope(q, pos, seq_axis=2), nnl.rope(k, pos, seq_axis=2)
     lr = cfg.lr_scale * jax.nn.sigmoid(self.lr_proj(xf)).transpose(0, 2, 1)
     if cfg.lr_divide_by_head_dim:
       lr = lr / self.head_dim
     return layer.MemoryInputs(q, k, v, lr), new_caches
 
   def _output(self, x, o):
-    y = self.post_norm(blocks.merge_heads(o))
+    y = self.post_norm(nnl.merge_heads(o))
     if self.gate_proj is not None:
       y = y * jax.nn.gelu(self.gate_proj(x.astype(self.cfg.dtype)))
     return self.o_proj(y).astype(x.dtype)

@@ -18,7 +18,7 @@ from flax import nnx
 
 from tnx import validation
 from tnx.models import mixers
-from tnx.models.layers import GatedMLP, RMSNorm, default_mlp_hidden, dtype_of
+from tnx.nn.layers import GatedMLP, RMSNorm, default_mlp_hidden, dtype_of
 
 
 @dataclasses.dataclass(frozen=True)

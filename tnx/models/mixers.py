@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import jax.numpy as jnp
 from flax import nnx
 
-from tnx.models.attention import Attention
 from tnx.models.titans_layouts import TitansLayout
+from tnx.nn.attention import Attention
 
 if TYPE_CHECKING:
   from tnx.models.lm import LMConfig

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnx import validation
-from tnx.models.attention import Attention
-from tnx.models.layers import RMSNorm
+from tnx.nn.attention import Attention
+from tnx.nn.layers import MAGGate
 
 LAYOUTS = ("lmm", "mal", "mag", "mac")
 
@@ -67,8 +67,7 @@ class TitansLayout(nnx.Module):
                                  window=window, n_persistent=n_persistent, rngs=rngs,
                                  dtype=dtype, **attention_kwargs)
     if layout == "mag":
-      self.norm_attention = RMSNorm(d_model, dtype=dtype)
-      self.norm_memory = RMSNorm(d_model, dtype=dtype)
+      self.mag = MAGGate(d_model, dtype=dtype)
 
   def _memory_with_prefix(self, x_BxLxD: jax.Array) -> jax.Array:
     if not self.n_persistent:
@@ -85,9 +84,7 @@ class TitansLayout(nnx.Module):
     if self.layout == "mal":
       return self.attention(self._memory_with_prefix(x_BxLxD))
     if self.layout == "mag":
-      y_attn = self.norm_attention(self.attention(x_BxLxD))
-      y_mem = self.norm_memory(self._memory_with_prefix(x_BxLxD))
-      return y_attn * jax.nn.sigmoid(y_mem.astype(jnp.float32)).astype(y_attn.dtype)
+      return self.mag(self.attention(x_BxLxD), self._memory_with_prefix(x_BxLxD))
     h_BxLxD = self.memory(x_BxLxD)
     return self.attention(x_BxLxD, extra_BxLxD=h_BxLxD)
 

@@ -20,8 +20,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnx import validation
-from tnx.memory import blocks, chunked
+from tnx.memory import chunked
 from tnx.memory import model as mm
+from tnx.nn import conv
+from tnx.nn import layers as nnl
 from tnx.tnt import branches, context_parallel
 from tnx.tnt import qk_projection as qkp
 from tnx.tnt.config import TNTConfig
@@ -60,7 +62,7 @@ class TNTMemory(nnx.Module):
     lin = lambda i, o, bias=False: nnx.Linear(i, o, use_bias=bias, dtype=cfg.dtype,
                                                param_dtype=cfg.param_dtype, rngs=rngs)
     self.q_proj, self.k_proj, self.v_proj = (lin(d_model, n_qkv * hk) for _ in range(3))
-    self.convs = nnx.List([blocks.CausalDepthwiseConv(n_qkv * hk, cfg.conv_width, rngs=rngs,
+    self.convs = nnx.List([conv.CausalDepthwiseConv(n_qkv * hk, cfg.conv_width, rngs=rngs,
                                                       param_dtype=cfg.param_dtype)
                            for _ in range(3)]) if cfg.conv_width else None
     n_lr = 1 if cfg.share_lr else cfg.num_memories
@@ -69,7 +71,7 @@ class TNTMemory(nnx.Module):
     self.gate_proj = lin(d_model, len(inits) * n_lr * h, bias=True)
     self.gate_proj.bias = nnx.Param(jnp.concatenate(
         [jnp.full((n_lr * h,), b) for b in inits]).astype(cfg.param_dtype))
-    self.out_norm = blocks.HeadNorm(h, self.head_dim, param_dtype=cfg.param_dtype)
+    self.out_norm = nnl.HeadNorm(h, self.head_dim, param_dtype=cfg.param_dtype)
     self.out_gate = lin(d_model, hk) if cfg.output_gate else None
     self.o_proj = lin(hk, d_model)
     new_state = lambda: mm.init_state(cfg.memory, rngs.params(), self.head_dim, h,
@@ -115,9 +117,9 @@ class TNTMemory(nnx.Module):
         new_caches = [c for _, c in outs]
     n_qkv = 1 if cfg.share_qkv else cfg.num_memories
     q, k, v = (jnp.split(jax.nn.silu(r), n_qkv, axis=-1) for r in raw)
-    q = [blocks.l2_normalize(blocks.split_heads(a, h)) for a in q]
-    k = [blocks.l2_normalize(blocks.split_heads(a, h)) for a in k]
-    v = [blocks.split_heads(a, h) for a in v]
+    q = [nnl.l2_normalize(nnl.split_heads(a, h)) for a in q]
+    k = [nnl.l2_normalize(nnl.split_heads(a, h)) for a in k]
+    v = [nnl.split_heads(a, h) for a in v]
     logits = self.gate_proj(xf).transpose(0, 2, 1)  # [B, G * n_lr * H, L]
     n_lr = 1 if cfg.share_lr else cfg.num_memories
     groups = logits.reshape((logits.shape[0], -1, n_lr, h, logits.shape[-1]))
@@ -133,7 +135,7 @@ class TNTMemory(nnx.Module):
     return out, new_caches
 
   def _output(self, x: jax.Array, o: jax.Array) -> jax.Array:
-    y = blocks.merge_heads(self.out_norm(o))
+    y = nnl.merge_heads(self.out_norm(o))
     if self.out_gate is not None:
       y = y * jax.nn.sigmoid(self.out_gate(x.astype(self.cfg.dtype)))
     return self.o_proj(y).astype(x.dtype)

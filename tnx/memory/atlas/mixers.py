@@ -9,7 +9,7 @@ features z = phi(q), phi(k) (identity, polynomial with learnable Taylor coeffici
 truncated exponential map, or the exact exponential kernel); the memory (linear, MLP, gated
 MLP) with residual through the raw key/query; the Omega rule (`omega.omega_memory`); the read
 is RMS-normalized per head, gated by sigmoid(x W_g) and projected back. Optional MAG/MAL
-hybrid with sliding-window attention (`hybrids`).
+hybrid with sliding-window attention (`tnx.nn.attention`, gate `tnx.nn.layers.MAGGate`).
 
 Variant defaults (spec 3.8; every entry is a config field that overrides it when not None):
 
@@ -38,9 +38,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnx import validation
-from tnx.memory import blocks
-from tnx.memory.atlas import features, hybrids, inner_optim, kernel, omega
+from tnx.memory.atlas import features, inner_optim, kernel, omega
 from tnx.memory.atlas import memory as amem
+from tnx.nn import conv
+from tnx.nn import layers as nnl
+from tnx.nn.attention import Attention
 
 _L2, _DOT = "squared_l2", "dot"
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -62,6 +64,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                 retention=False),
 }
 FEATURE_MAPS = ("identity", "poly", "exp_taylor", "exp")
+HYBRIDS = ("none", "mag", "mal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +140,7 @@ class AtlasConfig:
     validation.non_negative_int("poly_degree", self.poly_degree)
     validation.one_of("poly_mode", self.poly_mode, features.FEATURE_MODES)
     validation.one_of("qkv_activation", self.qkv_activation, ("silu", "identity"))
-    validation.one_of("hybrid", self.hybrid, hybrids.HYBRIDS)
+    validation.one_of("hybrid", self.hybrid, HYBRIDS)
     validation.positive_int("swa_window", self.swa_window)
     validation.positive("lr_max", self.lr_max)
     validation.non_negative_int("conv_width", self.conv_width)
@@ -183,7 +186,7 @@ class AtlasMixer(nnx.Module):
     lin = lambda i, o, bias=False: nnx.Linear(i, o, use_bias=bias, dtype=cfg.dtype,
                                                param_dtype=pd, rngs=rngs)
     self.q_proj, self.k_proj, self.v_proj = lin(d_model, hk), lin(d_model, hk), lin(d_model, hk)
-    self.convs = nnx.List([blocks.CausalDepthwiseConv(hk, cfg.conv_width, rngs=rngs,
+    self.convs = nnx.List([conv.CausalDepthwiseConv(hk, cfg.conv_width, rngs=rngs,
                                                       param_dtype=pd)
                            for _ in range(3)]) if cfg.conv_width else None
     c = cfg.get("omega_window")
@@ -200,7 +203,7 @@ class AtlasMixer(nnx.Module):
                                                         cfg.sketch_dim, pd))
     self.feat_dim = (self.head_dim if fmap in ("identity", "exp") else
                      features.feature_dim(self.head_dim, p, cfg.poly_mode, cfg.sketch_dim))
-    self.out_norm = blocks.HeadNorm(h, self.head_dim, param_dtype=pd)
+    self.out_norm = nnl.HeadNorm(h, self.head_dim, param_dtype=pd)
     self.out_gate = lin(d_model, hk) if cfg.output_gate else None
     self.o_proj = lin(hk, d_model)
     state = amem.init_memory(cfg.memory_config(), rngs.params(), self.feat_dim, self.head_dim,
@@ -208,11 +211,10 @@ class AtlasMixer(nnx.Module):
     kind = nnx.Param if cfg.learn_init else nnx.Variable
     self.init_state = nnx.Dict({n: kind(x) for n, x in state.items()})
     if cfg.hybrid != "none":
-      self.swa = hybrids.SlidingWindowAttention(d_model, h, cfg.swa_window, rngs=rngs,
-                                                dtype=cfg.dtype, param_dtype=pd)
+      self.swa = Attention(d_model, h, mode="sliding", window=cfg.swa_window, rngs=rngs,
+                           dtype=cfg.dtype, param_dtype=pd)
       if cfg.hybrid == "mag":
-        self.norm_attn = hybrids.RMSNorm(d_model, param_dtype=pd)
-        self.norm_mem = hybrids.RMSNorm(d_model, param_dtype=pd)
+        self.mag = nnl.MAGGate(d_model, param_dtype=pd)
 
   # -- projections --------------------------------------------------------------------
   def _project(self, x, conv_state):
@@ -228,8 +230,8 @@ class AtlasMixer(nnx.Module):
         outs = [conv.step(r[:, 0], cc) for conv, r, cc in zip(self.convs, raw, conv_state)]
         raw, caches = [o[:, None] for o, _ in outs], [cc for _, cc in outs]
     act = jax.nn.silu if cfg.qkv_activation == "silu" else (lambda t: t)
-    q, k, v = (blocks.split_heads(act(r), h) for r in raw)
-    q, k = blocks.l2_normalize(q), blocks.l2_normalize(k)
+    q, k, v = (nnl.split_heads(act(r), h) for r in raw)
+    q, k = nnl.l2_normalize(q), nnl.l2_normalize(k)
     g = jax.nn.sigmoid(self.gate_proj(xf)).transpose(0, 2, 1)  # [B, n_gates, L]
     gates = {"eta": cfg.lr_max * g[:, :h],
              "alpha": g[:, h:2 * h] if cfg.get("retention") else None,
@@ -274,14 +276,14 @@ class AtlasMixer(nnx.Module):
     return (q + o if cfg.get("residual") else o), carry
 
   def _output(self, x, o):
-    y = blocks.merge_heads(self.out_norm(o))
+    y = nnl.merge_heads(self.out_norm(o))
     if self.out_gate is not None:
       y = y * jax.nn.sigmoid(self.out_gate(x.astype(self.cfg.dtype)))
     return self.o_proj(y).astype(x.dtype)
 
   def _combine(self, x, y_mem, y_attn=None):
     if self.cfg.hybrid == "mag":
-      return hybrids.mag_combine(y_attn, y_mem, self.norm_attn, self.norm_mem)
+      return self.mag(y_attn, y_mem)
     return y_mem
 
   # -- forward paths -------------------------------------------------------------------
@@ -328,7 +330,7 @@ class AtlasMixer(nnx.Module):
                              self.cfg.dtype)
     cache = {"memory": carry, "conv": conv}
     if self.cfg.hybrid != "none":
-      cache["swa"] = self.swa.init_cache(batch, self.head_dim)
+      cache["swa"] = self.swa.init_cache(batch)
     return cache
 
   def decode(self, x_BxD: jax.Array, cache: dict[str, Any]) -> tuple[jax.Array, dict[str, Any]]:
