@@ -102,9 +102,10 @@ def cot_reference(p_DxD: jax.Array, x_MxD: jax.Array, y_M: jax.Array, k: int,
   return jax.lax.scan(step, w0_D, None, length=k)[1]
 
 
+@functools.partial(jax.jit, static_argnames=("k", "form", "order"))
 def estimates(params: lsa.LSAParams, prompts: Prompts, k: int, *, form: str = "looped",
               order: str = "fast", w0_BxD: jax.Array | None = None) -> jax.Array:
-  """CoT estimates for a batch of prompts (vmap over prompts), [B, k, d]."""
+  """CoT estimates for a batch of prompts (vmap over prompts, jitted), [B, k, d]."""
   validation.one_of("form", form, FORMS)
   x, y, w = prompts
   w0 = jnp.zeros_like(w) if w0_BxD is None else w0_BxD

@@ -22,6 +22,7 @@ Dimension letters: B prompts, N examples, T estimate tokens, L = 2N + T tokens, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -110,6 +111,7 @@ def start_estimates(key: jax.Array, w_BxD: jax.Array, start: str, scale: float) 
   return scale * jax.random.normal(key, w_BxD.shape, w_BxD.dtype)
 
 
+@functools.partial(jax.jit, static_argnames="k")
 def cot(model: ICLTransformer, x_BxNxD: jax.Array, y_BxN: jax.Array, w0_BxD: jax.Array,
         k: int) -> jax.Array:
   """k CoT steps (append the prediction, run again); the estimates w_1..w_k, [B, k, d]."""
@@ -188,7 +190,7 @@ def make_train_step(model: ICLTransformer, tx: optax.GradientTransformation,
 def error_curve(model: ICLTransformer, prompts: Prompts, w0_BxD: jax.Array, k: int
                 ) -> tuple[np.ndarray, np.ndarray]:
   """Mean and standard error over prompts of ||w_i - w||^2, i = 1..k, [k] each."""
-  est = jax.jit(cot, static_argnames="k")(model, prompts.x_BxNxD, prompts.y_BxN, w0_BxD, k=k)
+  est = cot(model, prompts.x_BxNxD, prompts.y_BxN, w0_BxD, k=k)
   err_BxK = np.asarray(jnp.sum((est - prompts.w_BxD[:, None]) ** 2, -1), np.float64)
   return err_BxK.mean(0), err_BxK.std(0, ddof=1) / np.sqrt(len(err_BxK))
 
