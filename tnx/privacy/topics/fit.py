@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable
 
@@ -111,7 +112,7 @@ def query_loss(mixture: model.TypeMixture, queries: Queries, batch_size: int = 8
 class FitResult:
   mixture: model.TypeMixture
   epoch_losses: np.ndarray      # mean minibatch loss of each pass
-  seconds_per_epoch: float      # after the first (compiling) pass
+  seconds_per_epoch: float      # after the first (compiling) group of passes; nan if none
 
 
 @functools.lru_cache(maxsize=16)
@@ -119,13 +120,13 @@ def _adam(learning_rate: float) -> optax.GradientTransformation:
   return optax.adam(learning_rate)   # one object per rate, so `_epoch` compiles once per rate
 
 
-@functools.partial(jax.jit, static_argnames=("tx", "batch_size"))
-def _epoch(mixture, opt_state, key, queries: Queries, *, tx, batch_size: int):
+@functools.partial(jax.jit, static_argnames=("tx", "batch_size", "num_epochs"))
+def _epochs(mixture, opt_state, key, first_epoch, queries: Queries, *, tx, batch_size: int,
+            num_epochs: int):
+  """`num_epochs` shuffled passes (pass e shuffled with fold_in(key, e)); mean loss of each."""
   n = len(queries)
   num_batches = -(-n // batch_size)
-  order = jnp.concatenate([jax.random.permutation(key, n),
-                           jnp.full((num_batches * batch_size - n,), -1, jnp.int32)])
-  order = order.reshape(num_batches, batch_size)
+  fill = jnp.full((num_batches * batch_size - n,), -1, jnp.int32)
 
   def step(carry, idx_B):
     mixture, opt_state = carry
@@ -135,14 +136,25 @@ def _epoch(mixture, opt_state, key, queries: Queries, *, tx, batch_size: int):
     updates, opt_state = tx.update(grads, opt_state, mixture)
     return (optax.apply_updates(mixture, updates), opt_state), loss
 
-  (mixture, opt_state), losses = jax.lax.scan(step, (mixture, opt_state), order)
-  return mixture, opt_state, jnp.mean(losses)
+  def epoch(carry, e):
+    order = jnp.concatenate([jax.random.permutation(jax.random.fold_in(key, e), n), fill])
+    carry, losses = jax.lax.scan(step, carry, order.reshape(num_batches, batch_size))
+    return carry, jnp.mean(losses)
+
+  epochs = first_epoch + jnp.arange(num_epochs)
+  (mixture, opt_state), losses = jax.lax.scan(epoch, (mixture, opt_state), epochs)
+  return mixture, opt_state, losses
 
 
 def fit_mixture(stats: TopicStatistics, num_weeks: int, cfg: FitConfig,
                 on_epoch: Callable[[int, float], None] | None = None,
-                init: model.TypeMixture | None = None) -> FitResult:
-  """Fits a T-type mixture over `num_weeks` weeks to `stats` by minibatch moment matching."""
+                init: model.TypeMixture | None = None, epochs_per_call: int = 50
+                ) -> FitResult:
+  """Fits a T-type mixture over `num_weeks` weeks to `stats` by minibatch moment matching.
+
+  Passes run `epochs_per_call` at a time inside one jitted scan; `on_epoch(epoch, loss)` is
+  called for each after its group finishes.
+  """
   dtype = jnp.dtype(cfg.dtype)
   queries = build_queries(stats, num_weeks,
                           (cfg.single_weight, cfg.within_weight, cfg.across_weight), dtype)
@@ -154,17 +166,23 @@ def fit_mixture(stats: TopicStatistics, num_weeks: int, cfg: FitConfig,
   opt_state = tx.init(mixture)
   queries = jax.tree.map(jnp.asarray, queries)
   batch = min(cfg.batch_size, len(queries))
-  losses, t_start = [], None
-  for epoch in range(cfg.num_epochs):
-    mixture, opt_state, loss = _epoch(mixture, opt_state, jax.random.fold_in(key, epoch),
-                                      queries, tx=tx, batch_size=batch)
-    losses.append(float(loss))
-    if not np.isfinite(losses[-1]):
-      raise FloatingPointError(f"fit diverged: loss {losses[-1]} at pass {epoch} (lower "
-                               f"learning_rate={cfg.learning_rate})")
-    if epoch == 0:
-      t_start = time.perf_counter()
-    if on_epoch is not None:
-      on_epoch(epoch, losses[-1])
-  per_epoch = (time.perf_counter() - t_start) / max(cfg.num_epochs - 1, 1)
+  group = validation.positive_int("epochs_per_call", epochs_per_call)
+  losses, timed, t_start = [], 0, None
+  for first in range(0, cfg.num_epochs, group):
+    count = min(group, cfg.num_epochs - first)
+    mixture, opt_state, got = _epochs(mixture, opt_state, key, first, queries, tx=tx,
+                                      batch_size=batch, num_epochs=count)
+    got = np.asarray(got).tolist()
+    if t_start is None:
+      t_start = time.perf_counter()            # the first group includes compilation
+    else:
+      timed += count
+    for e, loss in enumerate(got, start=first):
+      if not np.isfinite(loss):
+        raise FloatingPointError(f"fit diverged: loss {loss} at pass {e} (lower "
+                                 f"learning_rate={cfg.learning_rate})")
+      if on_epoch is not None:
+        on_epoch(e, loss)
+    losses += got
+  per_epoch = (time.perf_counter() - t_start) / timed if timed else math.nan
   return FitResult(mixture, np.asarray(losses), per_epoch)
