@@ -32,8 +32,13 @@ ACROSS_COLUMNS = ("week_1_topic_id", "week_1_topic_label", "week_2_topic_id",
                   "week_2_topic_label", "frequency")
 
 
-def read_table(path: str, columns: Sequence[str]) -> dict[str, list]:
-  """Reads a pandas-JSON table; returns {column: values} for `columns` (all required)."""
+def read_table(path: str, columns: Sequence[str], alternative: Sequence[str] = ()
+               ) -> dict[str, list]:
+  """Reads a pandas-JSON table; returns {column: values} for `columns` (all required).
+
+  With `alternative`, a table whose columns include alternative[0] but not columns[0] is
+  read with the `alternative` names instead (the result keeps the names of `columns`).
+  """
   with open(path) as f:
     text = f.read()
   try:
@@ -52,7 +57,7 @@ def read_table(path: str, columns: Sequence[str]) -> dict[str, list]:
     inner = list(obj.values())
     if not all(isinstance(v, dict) for v in inner):
       raise ValueError(f"path {path!r}: unrecognised JSON table layout")
-    if any(c in obj for c in columns):               # orient='columns': {col: {row: v}}
+    if any(c in obj for c in (*columns, *alternative)):   # orient='columns': {col: {row: v}}
       rows = sorted({r for v in inner for r in v}, key=_row_key)
       obj = [{c: obj[c].get(r) for c in obj} for r in rows]
     else:                                            # orient='index': {row: {col: v}}
@@ -60,6 +65,9 @@ def read_table(path: str, columns: Sequence[str]) -> dict[str, list]:
   if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
     raise ValueError(f"path {path!r}: expected a table of records, got {type(obj).__name__}")
   present = set().union(*(r.keys() for r in obj)) if obj else set(columns)
+  if alternative and columns[0] not in present and alternative[0] in present:
+    got = read_table(path, alternative)
+    return {c: got[a] for c, a in zip(columns, alternative)}
   missing = [c for c in columns if c not in present]
   if missing:
     raise ValueError(f"path {path!r}: table is missing columns {missing} (has "
@@ -114,13 +122,9 @@ def generated_taxonomy(num_topics: int) -> Taxonomy:
 
 
 def load_taxonomy(path: str) -> Taxonomy:
-  try:
-    t = read_table(path, ("topic_id", "topic_label"))
-    ids, labels = t["topic_id"], t["topic_label"]
-  except ValueError:
-    t = read_table(path, ("topics_id", "topics_label"))
-    ids, labels = t["topics_id"], t["topics_label"]
-  return Taxonomy(_int_ids(path, "topic_id", ids), tuple(str(x) for x in labels))
+  t = read_table(path, ("topic_id", "topic_label"), ("topics_id", "topics_label"))
+  return Taxonomy(_int_ids(path, "topic_id", t["topic_id"]),
+                  tuple(str(x) for x in t["topic_label"]))
 
 
 def save_taxonomy(path: str, taxonomy: Taxonomy) -> None:
@@ -138,14 +142,9 @@ def load_pair_table(path: str, taxonomy: Taxonomy, kind: str) -> np.ndarray:
   """A within ([O, O] upper triangle, a < b by index) or across ([O, O]) frequency table."""
   if kind not in ("within", "across"):
     raise ValueError(f"kind must be 'within' or 'across', got {kind!r}")
-  cols = WITHIN_COLUMNS
-  if kind == "across":
-    try:
-      return _pairs(path, read_table(path, ACROSS_COLUMNS), ACROSS_COLUMNS, taxonomy, kind)
-    except ValueError as e:
-      if "missing columns" not in str(e):
-        raise
-  return _pairs(path, read_table(path, cols), cols, taxonomy, kind)
+  cols = WITHIN_COLUMNS if kind == "within" else ACROSS_COLUMNS
+  alt = WITHIN_COLUMNS if kind == "across" else ()
+  return _pairs(path, read_table(path, cols, alt), cols, taxonomy, kind)
 
 
 def _pairs(path, table, cols, taxonomy, kind) -> np.ndarray:
