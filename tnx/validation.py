@@ -73,6 +73,14 @@ def array_in_range(name: str, x: Any, low: float, high: float) -> None:
     raise ValueError(f"{name} must have all entries in [{low}, {high}], found e.g. {bad.tolist()}")
 
 
+def finite_array(name: str, x: Any) -> None:
+  """Checks every entry of `x` is finite (skipped for jax tracers, whose values are unknown)."""
+  a = concrete(x)
+  if a is not None and a.size and not np.all(np.isfinite(a)):
+    raise ValueError(f"{name} must be finite everywhere, found e.g. "
+                     f"{a[~np.isfinite(a)].ravel()[:3].tolist()}")
+
+
 def one_of(name: str, value: Any, options: Sequence[Any]) -> Any:
   if value not in options:
     raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")

@@ -17,8 +17,7 @@ F64 = jnp.float64
 @functools.partial(jax.jit, static_argnames=("agg", "model", "n"))
 def _mc_terms(agg, problem, mu, sigma, model, n, seed):
   """Brute-force Monte Carlo of (E[signal g], E[g^2], E[g']) and their standard errors."""
-  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-  del seed
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
   g_noise = jax.random.normal(k2, (n,), F64)
   if model == "gmm":
     y = jnp.where(jax.random.uniform(k1, (n,)) < problem.prior, 1.0, -1.0)

@@ -23,6 +23,7 @@ from jax.scipy.special import ndtr
 
 from tnx import validation
 from tnx.amp import aggregators as agg_lib
+from tnx.amp import data as data_lib
 from tnx.amp import se
 from tnx.amp.data import Problem, sample_glm, sample_gmm
 
@@ -116,6 +117,7 @@ def simulate(key: jax.Array, problem: Problem, agg: agg_lib.Aggregator, *, n: in
   `E[g (y_t - mu Y)] / sigma^2` from the true signal (simulation only); `"none"` drops the
   model-side correction (C_t = 0), an ablation that breaks the SE prediction.
   """
+  data_lib.check_problem(problem)
   validation.positive_int("n", n)
   validation.positive_int("d", d)
   validation.positive_int("rounds", rounds)

@@ -57,6 +57,35 @@ def make_problem(gamma: float, alpha: float, p: float, *, prior: float = 0.5,
   return Problem(f(gamma), f(alpha), f(prior), f(p), f(pm))
 
 
+def check_problem(problem: Problem) -> Problem:
+  """Checks a (scalar or batched) `Problem` built by hand: gamma, alpha > 0 and finite,
+  prior in (0, 1), flip rates in [0, 1/2); fields of one shape. Traced values pass unchecked.
+
+  Returns `problem` unchanged, so entry points can write `problem = check_problem(problem)`.
+  """
+  if not isinstance(problem, Problem):
+    raise ValueError(f"problem must be a tnx.amp.Problem (see make_problem), got "
+                     f"{type(problem).__name__}")
+  shapes = {f: np.shape(getattr(problem, f)) for f in Problem._fields}
+  if len(set(shapes.values())) != 1:
+    raise ValueError(f"problem fields must share one shape, got {shapes}")
+  bounds = {"gamma": (0.0, np.inf, True, True), "alpha": (0.0, np.inf, True, True),
+            "prior": (0.0, 1.0, True, True), "p_plus": (0.0, 0.5, False, True),
+            "p_minus": (0.0, 0.5, False, True)}
+  for name, (low, high, low_open, high_open) in bounds.items():
+    a = validation.concrete(getattr(problem, name))
+    if a is None:
+      continue
+    a = a.astype(np.float64)
+    ok = np.isfinite(a) & ((a > low) if low_open else (a >= low)) & (
+        (a < high) if high_open else (a <= high))
+    if not np.all(ok):
+      lb, rb = "(" if low_open else "[", ")" if high_open else "]"
+      raise ValueError(f"problem.{name} must lie in {lb}{low}, {high}{rb}, found e.g. "
+                       f"{a[~ok].ravel()[:3].tolist()}")
+  return problem
+
+
 def problem_grid(*, gamma, alpha, p, prior=0.5, p_minus=None, dtype=None) -> Problem:
   """Outer product of 1-D value lists, flattened to a batched `Problem` of size G.
 

@@ -197,6 +197,9 @@ def evaluate(key: jax.Array, x, y, *, n_train: int, p: float, name: str,
   with training statistics. Returns test accuracy [seeds, rounds + 1].
   """
   config = ProbeConfig() if config is None else config
+  validation.shape("x", x, (None, None))
+  validation.shape("y", y, (np.shape(x)[0],))
+  validation.finite_array("x", x)
   check_labels("y", y)
   validation.positive_int("n_train", n_train)
   validation.positive_int("seeds", seeds)

@@ -24,6 +24,7 @@ from jax.scipy.stats import norm
 
 from tnx import validation
 from tnx.amp import aggregators as agg_lib
+from tnx.amp import data as data_lib
 from tnx.amp.data import Problem, label_given_class
 
 _NODES, _W = np.polynomial.hermite_e.hermegauss(101)
@@ -185,6 +186,7 @@ def trajectory(problem: Problem, agg: agg_lib.Aggregator, rounds: int, *, model:
   rounds). With `start_eta` given, entry 0 is that starting point and entries 1.. apply `agg`
   (the cobweb iteration). Fields have shape [rounds] (plus any leading batch from `grid`).
   """
+  data_lib.check_problem(problem)
   validation.positive_int("rounds", rounds)
   validation.one_of("model", model, ("gmm", "glm"))
   return _trajectory(problem, agg, rounds, model, start_eta)
@@ -193,6 +195,7 @@ def trajectory(problem: Problem, agg: agg_lib.Aggregator, rounds: int, *, model:
 def grid(problems: Problem, agg: agg_lib.Aggregator, rounds: int, *, model: str = "gmm",
          start_eta=None) -> Trajectory:
   """`trajectory` vmapped over a batched `Problem` (fields [G]); outputs [G, rounds]."""
+  data_lib.check_problem(problems)
   validation.positive_int("rounds", rounds)
   validation.one_of("model", model, ("gmm", "glm"))
   f = lambda pr: _trajectory(pr, agg, rounds, model, start_eta)

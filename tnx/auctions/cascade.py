@@ -12,24 +12,26 @@ lets the mechanism choose it, and for a fixed set of pairs the best order sorts 
 `r_i p_ij / (1 - q_ij)` descending (adjacent-swap argument), which is how free-order CTRs are
 evaluated here. Under C1 that key is `r_i`.
 
-Solvers (scores `r` (N,), tables `p`, `q` (N, M), allocations (N, M); batched over leading dims):
-- `cascade_opt(method="enum")`: exact, every allocation of `enumerate_allocations`.
-- `cascade_opt(method="dp")`: exact dynamic programs; fixed order: over positions in rendering
-  order with state (used ads, count), O(M 2^N N K); free order under C1: ads sorted by `r`,
-  state (used positions, count), O(N 2^M M K).
-- `cascade_greedy`: adds the pair with the largest marginal gain while it is positive. Under C1
-  with free order the welfare of a set of pairs is `E[max_e r_e Bernoulli(p_e)]`, monotone
+Solvers (scores `r` (N,), tables `p`, `q` (N, M), allocations (N, M); batched over leading dims),
+all through `cascade_solve(r, p, q, k, method)`:
+- "enum": exact, every allocation of `enumerate_allocations`.
+- "dp": exact dynamic programs; fixed order: over positions in rendering order with state
+  (used ads, count), O(M 2^N N K); free order under C1: ads sorted by `r`, state (used
+  positions, count), O(N 2^M M K).
+- "greedy": adds the pair with the largest marginal gain while it is positive. Under C1 with
+  free order the welfare of a set of pairs is `E[max_e r_e Bernoulli(p_e)]`, monotone
   submodular, and the feasible sets are independent in two matroids (ads, truncated at K, and
   positions), so greedy is a 1/3-approximation (Fisher, Nemhauser, Wolsey 1978) for `r >= 0`.
   For fixed orders or general `q` it is a heuristic without a guarantee.
-- `local_search=True`: from the greedy solution, repeatedly applies the best improving move
-  (add a pair, dropping the pairs sharing its ad or position and optionally one more; or drop
-  one pair). It never ends below greedy, hence keeps the 1/3 guarantee under C1; no stronger
-  ratio is claimed.
-- `cascade_baseline`: "additive" (best K-matching of `r p`, ignoring externalities) and "mnl"
-  (the MNL optimum with `w = p / (1 - p)`), both evaluated under the cascade.
-- `cascade_vcg`: VCG on an exact solver (maximal in range, hence truthful). Greedy and local
-  search need not be monotone in bids; no truthful payments are offered for them.
+- "local_search": from the greedy solution, repeatedly applies the best improving move (add a
+  pair, dropping the pairs sharing its ad or position and optionally one more; or drop one
+  pair). It never ends below greedy, hence keeps the 1/3 guarantee under C1; no stronger ratio
+  is claimed.
+- "additive" (best K-matching of `r p`, ignoring externalities) and "mnl" (the MNL optimum
+  with `w = p / (1 - p)`): baselines, evaluated under the cascade by `cascade_value`.
+`cascade_ctr` / `cascade_value` evaluate feasible allocations; `cascade_vcg` runs VCG on an
+exact solver ("dp" or "enum": maximal in range, hence truthful). Greedy and local search need
+not be monotone in bids; no truthful payments are offered for them.
 """
 
 from __future__ import annotations
@@ -312,9 +314,10 @@ def _ctr_batch(x, r, p, q, rank):
 
 
 def cascade_ctr(x: Any, r: Any, p: Any, q: Any, *, rank: Any = None) -> jax.Array:
-  """Realised CTRs (..., N) of allocations `x` (..., N, M) (free order ranked by scores `r`)."""
-  validation.shape("x", x, np.shape(p))
+  """Realised CTRs (..., N) of feasible 0/1 allocations `x` (..., N, M) (free order ranked by
+  scores `r`)."""
   _check(r, p, q, 1, rank)
+  instances.check_allocation("x", x, np.shape(p))
   return _ctr_batch(jnp.asarray(x, jnp.float64), jnp.asarray(r, jnp.float64),
                     jnp.asarray(p, jnp.float64), jnp.asarray(q, jnp.float64),
                     None if rank is None else jnp.asarray(rank))

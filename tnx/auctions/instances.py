@@ -34,6 +34,12 @@ class UniformPrior:
   low: float = 0.0
   high: float = 1.0
 
+  def __post_init__(self):
+    low = validation.non_negative("UniformPrior.low", self.low)
+    high = validation.positive("UniformPrior.high", self.high)
+    if not low < high:
+      raise ValueError(f"UniformPrior needs low < high, got low={self.low!r}, high={self.high!r}")
+
   def sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jax.random.uniform(key, shape, jnp.float64, self.low, self.high)
 
@@ -49,6 +55,9 @@ class UniformPrior:
 class ExponentialPrior:
   """Values ~ Exp(rate); regular and unbounded, virtual value `v - 1/rate`."""
   rate: float = 1.0
+
+  def __post_init__(self):
+    validation.positive("ExponentialPrior.rate", self.rate)
 
   def sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jax.random.exponential(key, shape, jnp.float64) / self.rate
@@ -72,6 +81,15 @@ class BimodalPrior:
   weight_low: float = 0.7
   a: float = 0.3
   b: float = 0.7
+
+  def __post_init__(self):
+    validation.in_range("BimodalPrior.weight_low", self.weight_low, 0.0, 1.0, low_open=True,
+                        high_open=True)
+    a = validation.in_range("BimodalPrior.a", self.a, 0.0, 1.0, low_open=True, high_open=True)
+    b = validation.in_range("BimodalPrior.b", self.b, 0.0, 1.0, low_open=True, high_open=True)
+    if not a < b:
+      raise ValueError(f"BimodalPrior needs 0 < a < b < 1 (a gap between the modes), got a={a}, "
+                       f"b={b}")
 
   def sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jnp.asarray(self.quantile_jax(jax.random.uniform(key, shape, jnp.float64)))
@@ -162,12 +180,23 @@ def check_non_negative(name: str, x: Any) -> None:
     raise ValueError(f"{name} must be finite and >= 0 everywhere, found e.g. {bad}")
 
 
-def check_finite(name: str, x: Any) -> None:
-  if not is_concrete(x):
+check_finite = validation.finite_array
+
+
+def check_allocation(name: str, x: Any, table_shape: tuple[int, ...]) -> None:
+  """Raises ValueError unless `x` (..., N, M) has the table's shape and (when concrete) is a
+  feasible 0/1 allocation: each advertiser in at most one position and vice versa."""
+  validation.shape(name, x, table_shape)
+  a = validation.concrete(x)
+  if a is None or not a.size:
     return
-  a = np.asarray(x, np.float64)
-  if a.size and not np.all(np.isfinite(a)):
-    raise ValueError(f"{name} must be finite everywhere, found e.g. {a[~np.isfinite(a)][:3]}")
+  a = a.astype(np.float64)
+  if not np.all((a == 0) | (a == 1)):
+    bad = a[~((a == 0) | (a == 1))][:3].tolist()
+    raise ValueError(f"{name} must be a 0/1 allocation, found entries {bad}")
+  if a.sum(-1).max() > 1 or a.sum(-2).max() > 1:
+    raise ValueError(f"{name} is infeasible: an advertiser holds two positions or a position "
+                     "two advertisers")
 
 
 def check_problem(r: Any, table: Any, k: Any, *, r_name: str = "r", table_name: str = "w",
@@ -180,6 +209,9 @@ def check_problem(r: Any, table: Any, k: Any, *, r_name: str = "r", table_name: 
   if len(t_shape) < 2:
     raise ValueError(f"{table_name} must have shape [..., n, m], got {list(t_shape)}")
   n, m = t_shape[-2:]
+  if n == 0 or m == 0:
+    raise ValueError(f"{table_name} must have at least one advertiser and one position, got "
+                     f"shape {list(t_shape)} (n={n}, m={m})")
   validation.shape(r_name, r, [*t_shape[:-2], n])
   check_finite(r_name, r)
   k = validation.positive_int("K", k)

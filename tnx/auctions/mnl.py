@@ -35,14 +35,31 @@ from tnx.auctions import enumerate as enum_lib
 from tnx.auctions import instances, matching
 
 
-def mnl_ctr(x: Any, w: Any) -> jax.Array:
-  """Realised CTRs (..., N) of allocation `x` (..., N, M) under MNL weights `w` (..., N, M)."""
-  a = jnp.sum(jnp.asarray(x) * jnp.asarray(w), axis=-1)
+def ctr_of(x: jax.Array, w: jax.Array) -> jax.Array:
+  """Unchecked `mnl_ctr` for use inside solvers (x feasible, w >= 0 by construction)."""
+  a = jnp.sum(x * w, axis=-1)
   return a / (1.0 + jnp.sum(a, axis=-1, keepdims=True))
 
 
+def value_of(x: jax.Array, r: jax.Array, w: jax.Array) -> jax.Array:
+  """Unchecked `mnl_value` for use inside solvers."""
+  return jnp.sum(r * ctr_of(x, w), axis=-1)
+
+
+def mnl_ctr(x: Any, w: Any) -> jax.Array:
+  """Realised CTRs (..., N) of a feasible 0/1 allocation `x` (..., N, M) under MNL weights
+  `w` (..., N, M) >= 0 (checked when concrete)."""
+  if len(np.shape(w)) < 2:
+    raise ValueError(f"w must have shape [..., n, m], got {list(np.shape(w))}")
+  instances.check_allocation("x", x, np.shape(w))
+  instances.check_non_negative("w", w)
+  return ctr_of(jnp.asarray(x), jnp.asarray(w))
+
+
 def mnl_value(x: Any, r: Any, w: Any) -> jax.Array:
-  """Objective `sum_i r_i ctr_i(x)`, shape (...)."""
+  """Objective `sum_i r_i ctr_i(x)`, shape (...); r (..., N) finite."""
+  validation.shape("r", r, np.shape(w)[:-1])
+  instances.check_finite("r", r)
   return jnp.sum(jnp.asarray(r) * mnl_ctr(x, w), axis=-1)
 
 
@@ -95,7 +112,7 @@ def _solve_at(lam, r, w, k):
 
 def _dinkelbach_loop(lam0, r, w, k, max_iter, tol):
   x0 = _solve_at(lam0, r, w, k)
-  f0 = mnl_value(x0, r, w)
+  f0 = value_of(x0, r, w)
 
   def cond(c):
     _, _, it, done = c
@@ -104,7 +121,7 @@ def _dinkelbach_loop(lam0, r, w, k, max_iter, tol):
   def body(c):
     lam, x, it, _ = c
     xn = _solve_at(lam, r, w, k)
-    fn = mnl_value(xn, r, w)
+    fn = value_of(xn, r, w)
     better = fn > lam + tol * (1.0 + jnp.abs(lam))
     return jnp.where(better, fn, lam), jnp.where(better, xn, x), it + 1, jnp.logical_not(better)
 

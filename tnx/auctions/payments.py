@@ -137,16 +137,10 @@ def _mnl_batch(b, w, k, v_tab, s_tab):
 def _tables(smap: vv.ScoreMap, n: int) -> tuple[jax.Array, jax.Array]:
   """Per-bidder (N, G') tables, G' = G padded to a power of two (>= 64) so that maps of
   similar size share one compiled kernel; the padding continues the last linear piece."""
+  vv.check_score_map("score_map", smap, n)
   v, s = jnp.asarray(smap.v, jnp.float64), jnp.asarray(smap.s, jnp.float64)
   if v.ndim == 1:
-    v, s = v[None], s[None]
-    if v.shape[-1] < 2 or s.shape != v.shape:
-      raise ValueError(f"score_map tables must have shape [G] or [n={n}, G] with G >= 2, got "
-                       f"{list(smap.v.shape)} and {list(smap.s.shape)}")
-    v, s = jnp.broadcast_to(v, (n, v.shape[1])), jnp.broadcast_to(s, (n, s.shape[1]))
-  elif v.shape[0] != n or s.shape != v.shape or v.ndim != 2 or v.shape[-1] < 2:
-    raise ValueError(f"score_map tables must have shape [G] or [n={n}, G] with G >= 2, got "
-                     f"{list(v.shape)} and {list(s.shape)}")
+    v, s = jnp.broadcast_to(v, (n, v.shape[0])), jnp.broadcast_to(s, (n, s.shape[0]))
   g = v.shape[1]
   extra = max(64, 1 << (g - 1).bit_length()) - g
   if extra:
@@ -187,7 +181,7 @@ def _mnl_vcg_batch(b, w, k, solver):
     solve_fn = lambda r, ww: mnl.enum_single(r, ww, table)
   else:
     solve_fn = lambda r, ww: mnl.dinkelbach_single(r, ww, k)
-  single = lambda bb, ww: vcg_single(lambda r: solve_fn(r, ww), lambda x, _: mnl.mnl_ctr(x, ww),
+  single = lambda bb, ww: vcg_single(lambda r: solve_fn(r, ww), lambda x, _: mnl.ctr_of(x, ww),
                                      bb)
   lead = b.shape[:-1]
   out = jax.vmap(single)(b.reshape(-1, b.shape[-1]), w.reshape(-1, *w.shape[-2:]))

@@ -49,9 +49,34 @@ def reserve_map(reserve: float, *, width: float = 1e-9) -> ScoreMap:
   if rho == 0.0:
     return identity_map()
   d = width * max(rho, 1.0)
+  if rho - d <= 0.0:     # tiny reserve: the ramp starts at 0 and extrapolates below
+    return ScoreMap(v=jnp.array([0.0, rho, rho + 1.0]), s=jnp.array([-1.0, rho, rho + 1.0]))
   v = jnp.array([0.0, rho - d, rho, rho + 1.0])
   s = jnp.array([-1.0 - rho, -1.0, rho, rho + 1.0])
   return ScoreMap(v=v, s=s)
+
+
+def check_score_map(name: str, smap: ScoreMap, n: int | None = None) -> None:
+  """Raises ValueError unless `smap` is a valid non-decreasing map: knots `v` and scores `s`
+  of one shape (G,) or (n, G), G >= 2, finite, `v` strictly increasing and `s`
+  non-decreasing along G (a decreasing map would show low bidders first and charge them 0:
+  the mechanism would not be truthful)."""
+  v_shape, s_shape = np.shape(smap.v), np.shape(smap.s)
+  per_bidder = len(v_shape) == 2 and (n is None or v_shape[0] == n)
+  if v_shape != s_shape or not (len(v_shape) == 1 or per_bidder) or v_shape[-1] < 2:
+    want = "[G]" if n is None else f"[G] or [n={n}, G]"
+    raise ValueError(f"{name} tables must have shape {want} with G >= 2, got v "
+                     f"{list(v_shape)} and s {list(s_shape)}")
+  v, s = validation.concrete(smap.v), validation.concrete(smap.s)
+  if v is None or s is None:
+    return
+  if not (np.all(np.isfinite(v)) and np.all(np.isfinite(s))):
+    raise ValueError(f"{name} knots and scores must be finite")
+  if np.any(np.diff(v, axis=-1) <= 0):
+    raise ValueError(f"{name}.v (bid knots) must be strictly increasing")
+  if np.any(np.diff(s, axis=-1) < 0):
+    raise ValueError(f"{name}.s must be non-decreasing in the bid (a monotone score map); "
+                     f"found a decrease of {float(-np.diff(s, axis=-1).min()):.3g}")
 
 
 def _quantile_grid(num: int) -> np.ndarray:
@@ -74,12 +99,16 @@ def _upper_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
   return np.asarray(hull)
 
 
+MIN_GRID = 1001
+
+
 def ironed_virtual_value_map(prior: Any, *, num: int = 20001, iron: bool = True) -> ScoreMap:
   """Ironed (or, with `iron=False`, plain) virtual value map of `prior`.
 
   Args:
     prior: a prior from `instances.PRIORS` (or any object with `quantile(u)`), or its name.
-    num: size of the uniform part of the quantile grid.
+    num: size of the uniform part of the quantile grid, >= MIN_GRID (coarser grids misplace
+      the ironed stretch of irregular priors: by 0.7 at num = 101 for the bimodal prior).
     iron: take the concave hull of the revenue curve (False: finite-difference slopes of the
       raw curve, i.e. the unironed virtual value; only meaningful for regular priors).
 
@@ -88,8 +117,9 @@ def ironed_virtual_value_map(prior: Any, *, num: int = 20001, iron: bool = True)
   """
   if isinstance(prior, str):
     prior = instances.get_prior(prior)
-  validation.positive_int("num", num)
-  q = _quantile_grid(max(num, 3))
+  if validation.positive_int("num", num) < MIN_GRID:
+    raise ValueError(f"num must be >= {MIN_GRID} grid points, got {num}")
+  q = _quantile_grid(num)
   price = prior.quantile(1.0 - q)
   rev = np.where(q > 0, q * np.where(np.isfinite(price), price, 0.0), 0.0)
   if iron:
@@ -153,11 +183,15 @@ def _per_bidder(fn, smap: ScoreMap, x: jax.Array) -> jax.Array:
 
 def apply_map(smap: ScoreMap, b: Any) -> jax.Array:
   """Scores `g(b)`, same shape as `b` (..., N) (last axis = bidders for per-bidder tables)."""
+  check_score_map("smap", smap, np.shape(b)[-1] if np.ndim(b) else None)
+  instances.check_finite("b", b)
   return _per_bidder(_interp_extrap, smap, b)
 
 
 def inverse_map(smap: ScoreMap, t: Any) -> jax.Array:
   """Generalised inverse `min{b >= 0 : g(b) >= t}`, same shape as `t`."""
+  check_score_map("smap", smap, np.shape(t)[-1] if np.ndim(t) else None)
+  instances.check_finite("t", t)
   return _per_bidder(_inverse_1d, smap, t)
 
 
