@@ -197,3 +197,28 @@ def error_curve(model: ICLTransformer, prompts: Prompts, w0_BxD: jax.Array, k: i
 
 def param_count(model: nnx.Module) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def train(model: ICLTransformer, tx: optax.GradientTransformation,
+          sampler: Callable[[jax.Array, int, int], Prompts], opts: GPTTrainOptions, *,
+          steps: int, key: jax.Array, log_every: int = 100,
+          log: Callable[[int, float], None] | None = None) -> tuple[ICLTransformer, np.ndarray]:
+  """Runs `steps` optimisation steps on fresh prompts; returns the trained model (a new
+  module) and the mean loss of each `log_every` window. `log(step, loss)` is called per window.
+  A non-finite loss raises FloatingPointError."""
+  steps = validation.positive_int("steps", steps)
+  log_every = validation.positive_int("log_every", log_every)
+  state, opt_state, step_fn, graphdef = make_train_step(model, tx, sampler, opts)
+  history, window = [], []
+  for t in range(steps):
+    state, opt_state, loss = step_fn(state, opt_state, jax.random.fold_in(key, t))
+    window.append(loss)
+    if len(window) == log_every or t == steps - 1:
+      mean = float(jnp.mean(jnp.stack(window)))
+      if not np.isfinite(mean):
+        raise FloatingPointError(f"GPT training loss became {mean} near step {t + 1}")
+      history.append(mean)
+      window = []
+      if log is not None:
+        log(t + 1, mean)
+  return nnx.merge(graphdef, state), np.asarray(history)

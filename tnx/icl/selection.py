@@ -14,6 +14,7 @@ projected-gradient residual and complementary slackness of a candidate.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -72,23 +73,26 @@ def solve_projected_gradient(prob: SelectionProblem, *, steps: int = 20000,
                              momentum: float = 0.9) -> np.ndarray:
   """Projected gradient on the simplex with optax (Nesterov SGD + projection_simplex)."""
   steps = validation.positive_int("steps", steps)
-  validation.in_range("momentum", momentum, 0, 1, high_open=True)
-  g = jnp.asarray(prob.g_TxT)
-  b = jnp.asarray(prob.b_T)
+  momentum = validation.in_range("momentum", momentum, 0, 1, high_open=True)
   lip = 2 * float(np.linalg.eigvalsh(prob.g_TxT)[-1])
-  tx = optax.sgd(1.0 / max(lip, 1e-300), momentum=momentum or None, nesterov=momentum > 0)
-  pi0 = jnp.full(len(prob.b_T), 1 / len(prob.b_T), g.dtype)
+  pi = _pgd(jnp.asarray(prob.g_TxT), jnp.asarray(prob.b_T), 1.0 / max(lip, 1e-300),
+            steps=steps, momentum=momentum)
+  return _clean(np.asarray(pi, np.float64))
 
-  @jax.jit
-  def run(pi):
-    def step(carry, _):
-      pi, state = carry
-      updates, state = tx.update(2 * (g @ pi - b), state, pi)
-      pi = optax.projections.projection_simplex(optax.apply_updates(pi, updates))
-      return (pi, state), None
-    return jax.lax.scan(step, (pi, tx.init(pi)), None, length=steps)[0][0]
 
-  return _clean(np.asarray(run(pi0), np.float64))
+@functools.partial(jax.jit, static_argnames=("steps", "momentum"))
+def _pgd(g_TxT: jax.Array, b_T: jax.Array, lr: jax.Array, *, steps: int, momentum: float
+         ) -> jax.Array:
+  tx = optax.sgd(lr, momentum=momentum or None, nesterov=momentum > 0)
+  pi = jnp.full(b_T.shape, 1 / b_T.shape[0], g_TxT.dtype)
+
+  def step(carry, _):
+    pi, state = carry
+    updates, state = tx.update(2 * (g_TxT @ pi - b_T), state, pi)
+    pi = optax.projections.projection_simplex(optax.apply_updates(pi, updates))
+    return (pi, state), None
+
+  return jax.lax.scan(step, (pi, tx.init(pi)), None, length=steps)[0][0]
 
 
 def _clean(pi: np.ndarray) -> np.ndarray:

@@ -53,14 +53,18 @@ def optimum_preconditioner(lam: Any, n: Any) -> np.ndarray:
   return np.linalg.inv(gamma(lam, n))
 
 
-def mixture_preconditioner(lams: Any, probs: Any, n: Any) -> np.ndarray:
+def mixture_preconditioner(lams: Any, probs: Any, n: Any, *, allow_singular: bool = False
+                           ) -> np.ndarray:
   """The trained preconditioner after multi-task training with family probabilities pi:
 
       P* = (sum_l pi_l Lambda_l) (sum_l pi_l Lambda_l Gamma_l)^{-1}
 
   (population minimiser of the one-step loss when each prompt draws family l w.p. pi_l; it
   uses E[S] = sum pi Lambda and E[S^2] = sum pi Lambda Gamma_l; derived, the paper states
-  the multi-task optimum only in its large-n form).
+  the multi-task optimum only in its large-n form). When the mixture leaves directions
+  uncovered, sum pi Lambda Gamma is singular and the minimiser is not unique; with
+  `allow_singular` the pseudo-inverse gives the minimum-norm one (the limit of gradient
+  descent from V~ = 0), otherwise a ValueError is raised.
   """
   lams = np.asarray(lams, np.float64)
   if lams.ndim != 3:
@@ -73,7 +77,10 @@ def mixture_preconditioner(lams: Any, probs: Any, n: Any) -> np.ndarray:
     second = sum(p * l @ l for p, l in zip(probs, lams))
   else:
     second = sum(p * l @ gamma(l, n) for p, l in zip(probs, lams))
-  check_cov("sum_l pi_l Lambda_l Gamma_l", (second + second.T) / 2)
+  second = (second + second.T) / 2
+  if allow_singular:
+    return first @ np.linalg.pinv(second, rcond=1e-12, hermitian=True)
+  check_cov("sum_l pi_l Lambda_l Gamma_l", second)
   return first @ np.linalg.inv(second)
 
 
