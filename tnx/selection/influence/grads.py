@@ -12,6 +12,7 @@ Dimension letters: N examples, P selected parameters, K sketch dimension.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,15 @@ class ParamSubset:
     if size == 0:
       raise ValueError("mask selects no parameter entry")
     self.size = size
+    self._key = (self.treedef, tuple(self.shapes), tuple(
+        (i, None if self.entry_ids[i] is None else self.entry_ids[i].tobytes())
+        for i in self.leaf_ids))
+
+  def __hash__(self) -> int:  # equal subsets share compiled per-example functions
+    return hash(self._key)
+
+  def __eq__(self, other: object) -> bool:
+    return isinstance(other, ParamSubset) and self._key == other._key
 
   def select(self, params: Any) -> list[jax.Array]:
     """The selected leaves (whole arrays; entry masks are applied by `flatten_selected`)."""
@@ -222,8 +232,13 @@ def per_example_grad_fn(loss_fn: LossFn, subset: ParamSubset, *,
   over `subset`, multiplied element-wise by `precondition` (e.g. Adam's `a`, or None), unit
   normalized when `normalize`, and projected by `sketch` (a function [P] -> [K]) if given.
   Computed as a `vmap` of `grad` inside `lax.map` chunks (see `example_mapper`); compiled
-  once per input shape.
+  once per input shape, and shared by calls with equal arguments (same loss function object).
   """
+  return _grad_fn(loss_fn, subset, sketch, bool(normalize), int(chunk_size), mesh)
+
+
+@functools.lru_cache(maxsize=64)
+def _grad_fn(loss_fn, subset, sketch, normalize, chunk_size, mesh):
   def one(consts, example):
     params, precondition = consts
     selected = subset.select(params)

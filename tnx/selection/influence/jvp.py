@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -35,9 +36,14 @@ def random_tangents(key: jax.Array, params: Any, num: int) -> Any:
   """`num` standard-normal tangents shaped like `params` (a pytree with a leading R axis)."""
   num = validation.positive_int("num_tangents", num)
   leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  out = [jax.random.normal(k, (num,) + jnp.shape(x), jnp.result_type(x))
-         for k, x in zip(keys, leaves)]
+  sizes = [int(np.prod(jnp.shape(x))) for x in leaves]
+  dtype = jnp.result_type(*leaves)
+  flat_RxP = jax.random.normal(key, (num, sum(sizes)), dtype)  # one draw: one compile
+  out, offset = [], 0
+  for x, size in zip(leaves, sizes):
+    part = flat_RxP[:, offset:offset + size].reshape((num,) + jnp.shape(x))
+    out.append(part.astype(jnp.result_type(x)))
+    offset += size
   return jax.tree.unflatten(treedef, out)
 
 

@@ -61,13 +61,16 @@ def median_heuristic(e_LxE: jax.Array, *, max_points: int = 1000, seed: int = 0)
   if n < 2:
     raise ValueError(f"the median heuristic needs at least 2 landmarks, got {n}; pass sigma")
   if n > max_points:
-    idx = jax.random.choice(jax.random.key(seed), n, (max_points,), replace=False)
-    e_LxE = e_LxE[idx]
-    n = max_points
-  d = jnp.sqrt(sq_dists(e_LxE, e_LxE))
+    rows = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+    e_LxE = jnp.take(e_LxE, jnp.asarray(rows), axis=0)
+  return _median_distance(e_LxE)
+
+
+@jax.jit
+def _median_distance(e_LxE):
+  n = e_LxE.shape[0]
   iu = np.triu_indices(n, 1)
-  med = jnp.median(d[iu])
-  return med
+  return jnp.median(jnp.sqrt(sq_dists(e_LxE, e_LxE))[iu])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,13 +115,19 @@ def fit_krr(landmarks_LxE: jax.Array, *, kernel: str = "rbf", damp: float = 1e-2
                        "pass sigma > 0")
   else:
     s = jnp.asarray(1.0, e.dtype)
-  k_ll = kernel_matrix(kernel, e, e, s)
-  ridge = damp * jnp.mean(jnp.diag(k_ll))
+  factor, ridge = _factor(kernel, e, s, jnp.asarray(damp, e.dtype))
   if not bool(ridge > 0):
     raise ValueError("the landmark kernel diagonal is 0 (all-zero embeddings with the linear "
                      "kernel); the ridge would vanish")
-  chol = cho_factor(k_ll + ridge * jnp.eye(e.shape[0], dtype=e.dtype), lower=True)
-  return KRRFit(kernel, s, e, chol, ridge)
+  return KRRFit(kernel, s, e, (factor, True), ridge)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _factor(kind, e_LxE, sigma, damp):
+  k_ll = kernel_matrix(kind, e_LxE, e_LxE, sigma)
+  ridge = damp * jnp.mean(jnp.diag(k_ll))
+  factor, _ = cho_factor(k_ll + ridge * jnp.eye(e_LxE.shape[0], dtype=e_LxE.dtype), lower=True)
+  return factor, ridge
 
 
 def propagate(fit: KRRFit, e_NxE: jax.Array, y_LxM: jax.Array, *, chunk_size: int = 4096,

@@ -70,15 +70,19 @@ def gd_affine(params: Any, learning_rate: float) -> AffineStep:
                     "gd")
 
 
-def _find(state: Any, cls: type) -> list[Any]:
+def _find(state: Any, cls: type | tuple[type, ...]) -> list[Any]:
   found = [x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, cls))
            if isinstance(x, cls)]
   return found
 
 
+_INJECTED = tuple(c for c in (getattr(optax, "InjectHyperparamsState", None),
+                              getattr(optax, "InjectStatefulHyperparamsState", None)) if c)
+
+
 def _hyper(state: Any) -> dict[str, Any]:
   out: dict[str, Any] = {}
-  for s in _find(state, optax.InjectHyperparamsState):
+  for s in _find(state, _INJECTED):
     out.update({k: v for k, v in s.hyperparams.items()})
   return out
 
@@ -116,7 +120,7 @@ def _decay(params: Any, weight_decay: float, mask: Any) -> Any:
 
 def adam_affine(opt_state: Any, params: Any, *, learning_rate: float | Callable | None = None,
                 b1: float | None = None, b2: float | None = None, eps: float | None = None,
-                eps_root: float = 0.0, weight_decay: float | None = None,
+                eps_root: float | None = None, weight_decay: float | None = None,
                 weight_decay_mask: Any = None, second_moment: str = "decayed") -> AffineStep:
   """The affine form of the next Adam/AdamW step from an optax state holding ScaleByAdamState.
 
@@ -139,6 +143,7 @@ def adam_affine(opt_state: Any, params: Any, *, learning_rate: float | Callable 
   b1 = validation.in_range("b1", _resolve("b1", b1, hp), 0, 1, high_open=True)
   b2 = validation.in_range("b2", _resolve("b2", b2, hp), 0, 1, high_open=True)
   eps = validation.non_negative("eps", _resolve("eps", eps, hp))
+  eps_root = validation.non_negative("eps_root", _resolve("eps_root", eps_root, hp, 0.0))
   wd = validation.non_negative("weight_decay", _resolve("weight_decay", weight_decay, hp, 0.0))
   lr = _learning_rate(opt_state, learning_rate, hp, adam.count)
   t1 = jnp.asarray(adam.count).astype(jax.tree.leaves(adam.mu)[0].dtype) + 1

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tnx import validation
 
@@ -52,49 +53,50 @@ class SandboxConfig:
     validation.in_range("noise", self.noise, 0, 1)
 
 
-def _rotate(w_CxX: jax.Array, angle: float, key: jax.Array) -> jax.Array:
+def _rotate(w_CxX: np.ndarray, angle: float, rng: np.random.Generator) -> np.ndarray:
   """Rotates every class direction by `angle` within a random plane."""
-  q, _ = jnp.linalg.qr(jax.random.normal(key, (w_CxX.shape[1], 2), w_CxX.dtype))
-  c, s = jnp.cos(angle), jnp.sin(angle)
-  rot = jnp.eye(w_CxX.shape[1], dtype=w_CxX.dtype) + (c - 1) * (
-      jnp.outer(q[:, 0], q[:, 0]) + jnp.outer(q[:, 1], q[:, 1])) + s * (
-          jnp.outer(q[:, 1], q[:, 0]) - jnp.outer(q[:, 0], q[:, 1]))
+  q, _ = np.linalg.qr(rng.standard_normal((w_CxX.shape[1], 2)))
+  c, s = np.cos(angle), np.sin(angle)
+  u, v = q[:, 0], q[:, 1]
+  rot = (np.eye(w_CxX.shape[1]) + (c - 1) * (np.outer(u, u) + np.outer(v, v))
+         + s * (np.outer(v, u) - np.outer(u, v)))
   return w_CxX @ rot.T
 
 
 def make_sandbox(cfg: SandboxConfig, dtype: Any = jnp.float32) -> dict[str, Any]:
-  """{'pool': {'x' [N, X], 'y' [N]}, 'domain' [N], 'target': {...}, 'heldout': {...}}."""
-  keys = jax.random.split(jax.random.key(cfg.seed), 8)
+  """{'pool': {'x' [N, X], 'y' [N]}, 'domain' [N], 'target': {...}, 'heldout': {...}}
+  (generated with NumPy from cfg.seed, returned as jax arrays of `dtype` / int32)."""
+  rng = np.random.default_rng(cfg.seed)
   d, c, nd = cfg.dim, cfg.num_classes, cfg.num_domains
-  centres = cfg.spread * jax.random.normal(keys[0], (nd, d), dtype)
-  rules = jax.random.normal(keys[1], (nd, c, d), dtype)
-  centres = centres.at[2].set(centres[0])
-  centres = centres.at[1].set(centres[0] + 0.5 * jax.random.normal(keys[2], (d,), dtype))
-  rules = rules.at[2].set(rules[0]).at[1].set(_rotate(rules[0], cfg.rotation, keys[3]))
+  centres = cfg.spread * rng.standard_normal((nd, d))
+  rules = rng.standard_normal((nd, c, d))
+  centres[2] = centres[0]
+  centres[1] = centres[0] + 0.5 * rng.standard_normal(d)
+  rules[2] = rules[0]
+  rules[1] = _rotate(rules[0], cfg.rotation, rng)
 
-  def draw(key, domain, count):
-    kx, kn, kr = jax.random.split(key, 3)
-    x = centres[domain] + jax.random.normal(kx, (count, d), dtype)
-    y = jnp.argmax((x - centres[domain]) @ rules[domain].T, axis=-1)
+  def draw(domain, count):
+    x = centres[domain] + rng.standard_normal((count, d))
+    y = np.argmax((x - centres[domain]) @ rules[domain].T, axis=-1)
     if domain == 2:
-      flip = jax.random.uniform(kn, (count,)) < cfg.noise
-      y = jnp.where(flip, jax.random.randint(kr, (count,), 0, c), y)
-    return {"x": x, "y": y.astype(jnp.int32)}
+      flip = rng.uniform(size=count) < cfg.noise
+      y = np.where(flip, rng.integers(0, c, count), y)
+    return {"x": jnp.asarray(x, dtype), "y": jnp.asarray(y, jnp.int32)}
 
-  parts = [draw(jax.random.fold_in(keys[4], i), i, cfg.per_domain) for i in range(nd)]
-  pool = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-  domain = jnp.repeat(jnp.arange(nd), cfg.per_domain)
-  return {"pool": pool, "domain": domain, "target": draw(keys[5], 0, cfg.target_size),
-          "heldout": draw(keys[6], 0, cfg.heldout_size)}
+  parts = [draw(i, cfg.per_domain) for i in range(nd)]
+  pool = {key: jnp.concatenate([p[key] for p in parts]) for key in ("x", "y")}
+  domain = jnp.asarray(np.repeat(np.arange(nd), cfg.per_domain), jnp.int32)
+  return {"pool": pool, "domain": domain, "target": draw(0, cfg.target_size),
+          "heldout": draw(0, cfg.heldout_size)}
 
 
-def mlp_init(key: jax.Array, dim: int, hidden: int, num_classes: int,
+def mlp_init(seed: int, dim: int, hidden: int, num_classes: int,
              dtype: Any = jnp.float32) -> dict[str, jax.Array]:
-  """Parameters of x -> W2 tanh(W1 x + b1) + b2 (fan-in scaled normal init)."""
-  k1, k2 = jax.random.split(key)
-  return {"w1": jax.random.normal(k1, (dim, hidden), dtype) / jnp.sqrt(dim),
+  """Parameters of x -> W2 tanh(W1 x + b1) + b2 (fan-in scaled normal init, NumPy seed)."""
+  rng = np.random.default_rng(seed)
+  return {"w1": jnp.asarray(rng.standard_normal((dim, hidden)) / np.sqrt(dim), dtype),
           "b1": jnp.zeros((hidden,), dtype),
-          "w2": jax.random.normal(k2, (hidden, num_classes), dtype) / jnp.sqrt(hidden),
+          "w2": jnp.asarray(rng.standard_normal((hidden, num_classes)) / np.sqrt(hidden), dtype),
           "b2": jnp.zeros((num_classes,), dtype)}
 
 

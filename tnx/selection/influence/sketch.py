@@ -60,9 +60,12 @@ class RademacherSketch:
     validation.positive_int("block_rows", self.block_rows)
 
   def __call__(self, x_P: jax.Array) -> jax.Array:
+    return self.apply(x_P, jax.random.key(self.seed))
+
+  def apply(self, x_P: jax.Array, key: jax.Array) -> jax.Array:
+    """The sketch drawn from `key` instead of the seed (vmappable over keys)."""
     if x_P.shape[-1] != self.input_dim:
       raise ValueError(f"sketch input must have {self.input_dim} entries, got {x_P.shape}")
-    key = jax.random.key(self.seed)
     rows = min(self.block_rows, self.input_dim)
     nblocks = -(-self.input_dim // rows)
     pad = nblocks * rows - self.input_dim
@@ -79,7 +82,7 @@ class RademacherSketch:
 
   def matrix(self) -> jax.Array:
     """The dense P x K map (for tests and small P)."""
-    return jax.vmap(self)(jnp.eye(self.input_dim)).astype(jnp.float32)
+    return jax.jit(jax.vmap(self))(jnp.eye(self.input_dim))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +106,14 @@ class SRHTSketch:
     return 1 << max(0, math.ceil(math.log2(self.input_dim)))
 
   def __call__(self, x_P: jax.Array) -> jax.Array:
+    return self.apply(x_P, jax.random.key(self.seed))
+
+  def apply(self, x_P: jax.Array, key: jax.Array) -> jax.Array:
+    """The sketch drawn from `key` instead of the seed (vmappable over keys)."""
     if x_P.shape[-1] != self.input_dim:
       raise ValueError(f"sketch input must have {self.input_dim} entries, got {x_P.shape}")
     d = self.padded_dim
-    k_signs, k_idx = jax.random.split(jax.random.key(self.seed))
+    k_signs, k_idx = jax.random.split(key)
     signs = jax.random.rademacher(k_signs, (d,), x_P.dtype)
     idx = jax.random.choice(k_idx, d, (self.dim,), replace=False)
     x = jnp.pad(x_P, [(0, 0)] * (x_P.ndim - 1) + [(0, d - self.input_dim)])
