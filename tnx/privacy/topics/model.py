@@ -72,18 +72,19 @@ def pair_marginals(mixture: TypeMixture, weeks_Qx2: jax.Array, topics_Qx2: jax.A
     [Q] marginals.
   """
   p = mixture.probs()
-  nbar = absent_probs(p)                                        # [T, W, O]
+  # Topic-major layouts, so each query gathers (and its gradient scatters) whole [T, K] rows.
+  p_WxOxTxK = jnp.transpose(p, (1, 3, 0, 2))
+  present_WxOxT = 1.0 - jnp.transpose(absent_probs(p), (1, 2, 0))
   w0, w1 = weeks_Qx2[:, 0], weeks_Qx2[:, 1]
   a, b = topics_Qx2[:, 0], topics_Qx2[:, 1]
-  present_a = 1.0 - nbar[:, w0, a]                              # [T, Q]
-  present_b = 1.0 - nbar[:, w1, b]
-  pa = jnp.moveaxis(p[:, w0, :, a], 1, 0)                       # [T, Q, K]
-  pb = jnp.moveaxis(p[:, w1, :, b], 1, 0)                       # used when w1 = w0
+  present_a = present_WxOxT[w0, a]                              # [Q, T]
+  present_b = present_WxOxT[w1, b]
+  pa, pb = p_WxOxTxK[w0, a], p_WxOxTxK[w1, b]                   # [Q, T, K]; pb used if w1 = w0
   both = present_a + present_b - 1.0 + jnp.prod(1.0 - pa - pb, axis=-1)
-  same_week = w0 == w1
-  per_type = jnp.where(same_week & (a == b), present_a,
+  same_week = (w0 == w1)[:, None]
+  per_type = jnp.where(same_week & (a == b)[:, None], present_a,
                        jnp.where(same_week, both, present_a * present_b))
-  return jnp.mean(per_type, axis=0)
+  return jnp.mean(per_type, axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=("lags",))
