@@ -78,7 +78,7 @@ class Attention(nnx.Module):
     sow_attention: record intermediates (`nnx.Intermediate`) on every call: 'q' and 'k' of
       the main sequence before RoPE [B, L, H, K] and 'probs' [B, H, L, S] (S: persistent
       tokens, then the keys). Off by default; switch on a built model with
-      `model.set_attributes(sow_attention=True)` and read with `nnx.pop(model, nnx.Intermediate)`.
+      `model.set_attributes(sow_attention=True)`; read with `nnx.capture(fn, nnx.Intermediate)`.
   """
 
   def __init__(self, d_model: int, n_heads: int, *, mode: str = "full",
