@@ -13,6 +13,7 @@ K singular values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -76,9 +77,11 @@ def example_values(layers: Sequence[dict[str, jax.Array]], masks: Mapping[str, j
   return spectral.top_singular_values(x, cfg.top_k)
 
 
+@functools.lru_cache(maxsize=32)
 def make_batch_fn(graphdef: Any, cfg: ExtractConfig, apply_fn: ApplyFn = default_apply
                   ) -> Callable[..., jax.Array]:
-  """jitted (states, batch) -> [B, K] top singular values of every example's block."""
+  """jitted (states, batch) -> [B, K] top singular values of every example's block (cached:
+  every checkpoint and every call with the same model and config reuse one compilation)."""
   def run(states, batch):
     layers = capture(graphdef, states, batch, apply_fn)
     if cfg.mode == "text_to_image":  # keep only what the mode reads
