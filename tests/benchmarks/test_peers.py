@@ -1,0 +1,23 @@
+"""The side-by-side benchmark's smoke configuration times tnx's layers and records them."""
+
+import json
+import math
+
+from benchmarks import peers
+
+
+def test_smoke_rows_are_timed_and_written(tmp_path):
+  out = tmp_path / "peers.json"
+  records = peers.main(["--smoke", "--rows", "0,3", "--out", str(out)])
+  assert [r["layer"] for r in records] == [peers.ROWS[0][0], peers.ROWS[3][0]]
+  for r in records:
+    assert len(r["tnx"]) == 1 and math.isfinite(r["tnx"][0]) and r["tnx"][0] > 0
+    assert r["peer"] == []                         # no peer asked for: none timed
+  saved = json.loads(out.read_text())
+  assert saved["rows"] == records and saved["matmul_flops"] > 0
+
+
+def test_missing_ttt_checkout_is_a_clear_error(tmp_path):
+  import pytest
+  with pytest.raises(ValueError, match="ttt_lm_jax"):
+    peers.load_ttt_lm_jax(str(tmp_path))
