@@ -16,8 +16,8 @@ Per-process sharding slices the window index space by `jax.process_index()`.
 from __future__ import annotations
 
 import hashlib
-import os
 import sysconfig
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from tnx import validation
+from tnx.train import paths
 
 SEPARATOR = 0
 SOURCES = ("stdlib", "files", "mqar", "needle")
@@ -62,39 +63,93 @@ def stdlib_root() -> Path:
   return Path(sysconfig.get_paths()["stdlib"])
 
 
-def list_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
-  """Sorted files under `root` with one of `suffixes`, skipping site-/dist-packages."""
+def list_files(root: Any, suffixes: tuple[str, ...]) -> list[Any]:
+  """Sorted files under `root` (a pathlib or epath directory) with one of `suffixes`,
+  skipping site-/dist-packages and __pycache__."""
   out = []
-  for dirpath, dirnames, filenames in os.walk(root):
+  for dirpath, dirnames, filenames in paths.path(root).walk():
     dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "dist-packages",
                                                           "__pycache__"))
-    out.extend(Path(dirpath) / f for f in filenames if f.endswith(suffixes))
-  return sorted(out)
+    out.extend(dirpath / f for f in filenames if f.endswith(suffixes))
+  return sorted(out, key=str)
+
+
+def binary_reason(data: bytes) -> str:
+  """Why `data` does not look like text ('' if it does): a NUL byte (tnx's document
+  separator) or invalid UTF-8 in its first 64 KiB."""
+  head = data[:1 << 16]
+  nul = head.find(b"\0")
+  if nul >= 0:
+    return f"it contains NUL bytes (first at byte {nul})"
+  try:
+    head.decode("utf-8")
+  except UnicodeDecodeError as e:
+    if e.start < len(head) - 4:  # a character cut at the window's end is fine
+      return f"it is not UTF-8 text (invalid byte at {e.start})"
+  return ""
 
 
 def read_text_corpus(source: str, split: str, *, path: str = "", val_fraction: float = 0.02,
                      suffixes: tuple[str, ...] = (".py",), max_bytes: int = 0,
-                     tokenizer: Tokenizer | None = None) -> np.ndarray:
-  """Token stream [N] int32 of one split of a text source ('stdlib' or 'files')."""
+                     tokenizer: Tokenizer | None = None, allow_binary: bool = False
+                     ) -> np.ndarray:
+  """Token stream [N] int32 of one split of a text source ('stdlib' or 'files').
+
+  `path` (source 'files') is a file or directory, local or a cloud URL. Binary files are
+  refused (a single file) or skipped with a warning (in a directory) unless `allow_binary`.
+  Errors name the path, the split and the fix.
+  """
   validation.one_of("split", split, ("train", "validation"))
   validation.one_of("source", source, ("stdlib", "files"))
   validation.in_range("val_fraction", val_fraction, 0.0, 1.0, low_open=True, high_open=True)
   tokenizer = tokenizer or ByteTokenizer()
-  root = stdlib_root() if source == "stdlib" else Path(path)
-  if source == "files" and not root.exists():
-    raise ValueError(f"data.path={path!r} does not exist; expected a text file or directory")
-  if root.is_file():
+  if source == "files":
+    if not path:
+      raise ValueError("data.source='files' needs data.path (a text file or directory)")
+    root = paths.path(path)
+    if not root.exists():
+      raise ValueError(f"data.path={path!r} does not exist; expected a text file or directory")
+  else:
+    root = paths.path(stdlib_root())
+  if not root.is_dir():
     data = root.read_bytes()
+    why = binary_reason(data)
+    if why and not allow_binary:
+      raise ValueError(f"data.path={path!r} does not look like text: {why}. tnx trains "
+                       "byte-level LMs on text; pass --config.data.allow_binary=true to train "
+                       "on it anyway")
     cut = int(len(data) * (1 - val_fraction))
     docs = [data[:cut] if split == "train" else data[cut:]]
   else:
-    docs = []
-    for f in list_files(root, suffixes):
-      rel = f.relative_to(root).as_posix()
-      if (stable_fraction(rel) < val_fraction) == (split == "validation"):
-        docs.append(f.read_bytes())
+    files = list_files(root, suffixes)
+    if not files:
+      raise ValueError(f"data.path={str(root)!r} holds no files ending in {list(suffixes)} "
+                       "(data.suffixes); set data.suffixes or point data.path at a file")
+    fractions = {f: stable_fraction(str(f.relative_to(root))) for f in files}
+    chosen = [f for f in files if (fractions[f] < val_fraction) == (split == "validation")]
+    if not chosen:
+      need = min(fractions.values()) if split == "validation" else max(fractions.values())
+      fix = (f"raise data.val_fraction above {need:.3f}" if split == "validation" else
+             f"lower data.val_fraction below {need:.3f}")
+      raise ValueError(
+          f"data.path={str(root)!r}: none of its {len(files)} files falls into the {split} "
+          f"split (data.val_fraction={val_fraction} holds out whole files, chosen by a hash "
+          f"of their path); add files, {fix}, or point data.path at a single file (split by "
+          "bytes)")
+    docs, skipped = [], []
+    for f in chosen:
+      data = f.read_bytes()
+      if not allow_binary and binary_reason(data):
+        skipped.append(str(f.relative_to(root)))
+      else:
+        docs.append(data)
+    if skipped and source == "files":  # the stdlib's non-UTF-8 test files: skipped quietly
+      warnings.warn(f"data.path={str(root)!r}, {split} split: skipped {len(skipped)} binary "
+                    f"file(s) ({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); "
+                    "pass --config.data.allow_binary=true to include them", stacklevel=2)
   if not docs or not any(docs):
-    raise ValueError(f"no text found for source={source!r} path={str(root)!r} split={split!r}")
+    raise ValueError(f"no text found for source={source!r} path={str(root)!r} split={split!r}"
+                     "; point data.path at text files")
   parts, total = [], 0
   for d in docs:
     ids = tokenizer.encode(d)
@@ -193,12 +248,28 @@ def make_source(data: Any, seq_len: int, vocab_size: int, split: str) -> Any:
   if data.source in ("stdlib", "files"):
     stream = read_text_corpus(data.source, split, path=data.path,
                               val_fraction=data.val_fraction,
-                              suffixes=tuple(data.suffixes), max_bytes=data.max_bytes)
+                              suffixes=tuple(config_list(data.suffixes)),
+                              max_bytes=data.max_bytes,
+                              allow_binary=bool(data.get("allow_binary", False)))
+    if len(stream) < seq_len + 1:
+      where = f"data.path={data.path!r}" if data.source == "files" else "the stdlib corpus"
+      fix = ("a larger data.val_fraction (the validation split is its last bytes), "
+             if split == "validation" else "")
+      raise ValueError(
+          f"{where}: the {split} split has {len(stream)} tokens, fewer than data.seq_len + 1 "
+          f"= {seq_len + 1} needed for one window; use more text, {fix}or a smaller "
+          "data.seq_len" + (" (or a larger data.max_bytes)" if data.max_bytes else ""))
     return PackedWindows(stream, seq_len)
   seed = data.seed + (0 if split == "train" else 1_000_003)
   if data.source == "mqar":
     return MQAR(seq_len, data.mqar_pairs, data.mqar_queries, vocab_size, seed)
   return Needle(seq_len, vocab_size, seed)
+
+
+def config_list(value: Any) -> list[str]:
+  """A comma-separated string or a sequence, as a list of non-empty strings."""
+  items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+  return [t.strip() for t in items if t.strip()]
 
 
 def batches(source: Any, local_batch: int, *, seed: int, shuffle: bool = True,

@@ -1,15 +1,17 @@
-"""The training loop, top to bottom: config -> mesh -> data -> model/optimizer -> checkpoint ->
-loop (log, eval, checkpoint, NaN guard) -> final eval, chunk sweep, plot, summary.
+"""The training loop, top to bottom: config -> mesh -> data -> model/optimizer -> checkpoint /
+resume -> loop (log, eval, checkpoint, NaN guard, stop signals) -> final eval, chunk sweep,
+plot, summary.
 
-`train(cfg)` returns a summary dict and writes, under cfg.workdir (process 0 for files other
-than checkpoints): checkpoints/, metrics.jsonl, tb/, loss.png, summary.json.
+`train(cfg)` returns a summary dict and writes, under cfg.workdir (a local path or a URL;
+process 0 for files other than checkpoints): checkpoints/, metrics.jsonl, tb/, loss.png,
+summary.json. It raises `resume.NonFiniteError` (a FloatingPointError) on a non-finite step,
+`checkpoint.CheckpointError` for unusable checkpoints and `preemption.Interrupted` (exit
+status 0) after SIGTERM/SIGINT, once the current step is saved.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
 from typing import Any
 
 import jax
@@ -23,7 +25,8 @@ from tnx.train import config as config_lib
 from tnx.train import data as data_lib
 from tnx.train import evaluate as eval_lib
 from tnx.train import metrics as metrics_lib
-from tnx.train import optim, steps
+from tnx.train import optim, paths, preemption, steps
+from tnx.train import resume as resume_lib
 
 
 def _log(msg: str) -> None:
@@ -40,11 +43,12 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
   # ------------------------------------------------------------------ config, mesh
   lm = config_lib.validate(cfg)
   total = int(cfg.train.steps)
-  workdir = os.path.abspath(cfg.workdir)
+  workdir = paths.path(cfg.workdir)
   mesh = shd.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.context)
   batch_sh = shd.data_sharding(mesh)
   local_batch = cfg.data.global_batch // jax.process_count()
   fp32 = lm.fp32_softmax_and_loss
+  config_json = json.loads(cfg.to_json_best_effort())
 
   # ------------------------------------------------------------------ input pipeline
   train_src = data_lib.make_source(cfg.data, cfg.data.seq_len, lm.vocab_size, "train")
@@ -55,8 +59,8 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
 
   # ------------------------------------------------------------------ model, optimizer
   tx = plain_tx = optim.make_optimizer(cfg.opt, total)
-  if cfg.train.init_from and "tnt" in lm.memory and lm.memory["tnt"].get(
-      "stage2_freeze_nonlocal") and any(m == "tnt" for m in lm.mixers):
+  if cfg.train.init_from and lm.memory["tnt"].stage2_freeze_nonlocal and any(
+      m == "tnt" for m in lm.mixers):
     from tnx.tnt.stage2 import freeze_nonlocal  # stage 2 trains only the local memories
     _, abstract_params, _ = steps.abstract_model(lm, cfg.seed)
     tx = freeze_nonlocal(plain_tx, nnx.to_pure_dict(abstract_params))
@@ -70,29 +74,30 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
        f"{format_param_counts(counts)}")
 
   # ------------------------------------------------------------------ checkpoint / resume
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                               max_to_keep=cfg.train.keep_ckpts)
+  ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints",
+                               retention=ckpt_lib.Retention.from_config(cfg.train))
   target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         abstract_state, state_sh)
+  changes: dict[str, Any] = {}
   if cfg.train.resume:
-    state, meta = ckpt.restore(None, target, train_iter)
-    if meta.get("model") != json.loads(cfg.model.to_json_best_effort()):
-      raise ValueError(f"--resume: the model config differs from the one saved in {workdir}")
+    step0 = ckpt.resume_step(cfg.train.resume_step)
+    changes = resume_lib.check_config(ckpt.read_meta(step0).get("config", {}), config_json,
+                                      allow=cfg.train.allow_changes,
+                                      where=f"{ckpt.directory} (step {step0})")
+    state, meta = _restore(ckpt, step0, target, train_iter, changes)
     start = int(meta["step"])
-    _log(f"resumed from step {start} in {ckpt.directory}")
+    dropped = ckpt.delete_after(start)
+    _log(f"resumed from step {start} in {ckpt.directory}" +
+         (f" (discarded the later checkpoints {dropped} of the abandoned run)" if dropped
+          else "") + (f"; config changes:\n{resume_lib.format_changes(changes)}" if changes
+                      else ""))
   else:
     if ckpt.all_steps():
-      raise ValueError(f"workdir {workdir} already holds checkpoints {ckpt.all_steps()}; pass "
+      raise ValueError(f"workdir {workdir} already holds checkpoints {ckpt.describe()}; pass "
                        "--resume to continue it or set --config.workdir to a new directory")
     state = jax.jit(init, out_shardings=state_sh)()
     if cfg.train.init_from:
-      src = ckpt_lib.Checkpointer(os.path.join(cfg.train.init_from, "checkpoints"))
-      src_abstract = jax.eval_shape(steps.init_state_fn(lm, plain_tx, cfg.seed))
-      loaded, _ = src.restore(None, jax.tree.map(
-          lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), src_abstract,
-          shd.tree_shardings(src_abstract, mesh)))
-      src.close()
-      state["params"] = loaded["params"]
+      state["params"] = _params_from(cfg.train.init_from, lm, plain_tx, cfg.seed, mesh)
       _log(f"initialized params from {cfg.train.init_from}")
     start = 0
 
@@ -102,104 +107,165 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
                             fp32=fp32),
       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(graphdef, fp32=fp32))
-  config_json = json.loads(cfg.to_json_best_effort())
 
-  def save(step: int) -> None:
-    ckpt.save(step, state, train_iter, {"step": step, "model": config_json["model"],
-                                        "config": config_json})
+  def evaluate() -> dict[str, float]:
+    return eval_lib.evaluate(eval_step, state["params"], state["rest"], eval_data, batch_sh)
 
   # ------------------------------------------------------------------ training loop
   writer = metrics_lib.MetricsWriter(workdir, total_steps=total, start_step=start,
                                      progress=cfg.train.progress)
-  tokens_per_step = cfg.data.global_batch * cfg.data.seq_len
-  history: list[dict[str, Any]] = []
+  if cfg.train.resume:
+    writer.write(start, {"kind": "resume", "changes": {k: list(v) for k, v in changes.items()}})
+  clock = metrics_lib.StepClock(cfg.data.global_batch * cfg.data.seq_len)
+  # A saved step is confirmed good by the finite step after it (None: nothing to confirm).
+  awaiting = None if ckpt.is_confirmed(start) or not cfg.train.resume else start
   pending = None
-  t_start = time.perf_counter()
-  t_steady, steady_steps, compile_s = None, 0, 0.0
   last_saved = start if cfg.train.resume else -1
 
-  def handle(step: int, m: dict[str, Any]) -> None:
-    nonlocal t_steady, steady_steps, compile_s
-    m = {k: float(v) for k, v in jax.device_get(m).items()}
-    now = time.perf_counter()
-    if t_steady is None:
-      t_steady, compile_s = now, now - t_start
-    else:
-      steady_steps += 1
-    tps = steady_steps * tokens_per_step / max(now - t_steady, 1e-9) if steady_steps else 0.0
-    if not m["finite"]:
-      save(step)
-      ckpt.wait()
-      writer.close()
-      raise FloatingPointError(
-          f"non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {step}; "
-          f"the update was skipped and the last good state is saved as checkpoint step {step} "
-          f"in {ckpt.directory}")
-    row = {"kind": "train", **m, "tokens_per_s": tps}
-    history.append({"step": step, **row})
-    if _itstime(step, cfg.train.log_every, total):
-      writer.write(step, row)
-    writer.progress(1, loss=m["loss"], tok_s=round(tps))
+  def save(step: int, ev: dict[str, float] | None = None) -> None:
+    nonlocal awaiting, last_saved
+    if cfg.train.keep_best and ev is None and eval_data:
+      ev = evaluate()
+      writer.write(step, {"kind": "eval", **ev})
+    ckpt.save(step, state, train_iter, {"step": step, "config": config_json},
+              metrics={f"eval/{k}": v for k, v in ev.items()} if ev else None)
+    awaiting, last_saved = step, step
 
-  with jax.set_mesh(mesh):
-    for step in range(start, total):
-      batch = shd.to_global(next(train_iter), batch_sh)
-      state, m = train_step(state, batch)
-      if pending is not None:
-        handle(*pending)
-      pending = (step + 1, m)
-      done = step + 1
-      if eval_data and cfg.train.eval_every and done % cfg.train.eval_every == 0 \
-          and done != total:
-        handle(*pending)
-        pending = None
-        ev = eval_lib.evaluate(eval_step, state["params"], state["rest"], eval_data, batch_sh)
-        writer.write(done, {"kind": "eval", **ev})
-      if _itstime(done, cfg.train.ckpt_every, total):
-        if pending is not None:
-          handle(*pending)
-          pending = None
-        save(done)
-        last_saved = done
+  def handle(step: int, m: dict[str, Any]) -> None:
+    """Host side of `step` once its metrics arrive: NaN guard, confirmation, logging."""
+    nonlocal awaiting
+    m = {k: float(v) for k, v in jax.device_get(m).items()}
+    clock.tick(step)
+    if not m["finite"]:
+      if awaiting == step - 1:
+        ckpt.mark_bad(awaiting, f"step {step}, computed from it, was not finite")
+      raise resume_lib.nonfinite_error(
+          step=step, loss=m["loss"], grad_norm=m["grad_norm"], directory=ckpt.directory,
+          last_good=ckpt.newest_good(), peak_lr=cfg.opt.peak_lr,
+          lr_scale=cfg.train.nan_lr_scale, workdir=cfg.workdir)
+    if awaiting == step - 1:
+      ckpt.mark_good(awaiting)
+      awaiting = None
+    if _itstime(step, cfg.train.log_every, total):
+      with clock.paused():
+        writer.write(step, {"kind": "train", **m, **clock.report()})
+    writer.progress(1, loss=m["loss"])
+
+  def flush() -> None:
+    nonlocal pending
     if pending is not None:
       handle(*pending)
-    train_s = time.perf_counter() - t_start
-    if last_saved != total:
-      save(total)
+      pending = None
 
-    # ---------------------------------------------------------------- final evaluation
-    summary: dict[str, Any] = {"params": counts, "steps": total, "start_step": start,
-                               "train_wall_s": train_s, "compile_s": compile_s,
-                               "tokens_per_s": history[-1]["tokens_per_s"] if history else 0.0}
-    if eval_data:
-      summary["eval"] = eval_lib.evaluate(eval_step, state["params"], state["rest"],
-                                          eval_data, batch_sh)
-      writer.write(total, {"kind": "eval", **summary["eval"]})
-      _log(f"step {total}: validation loss {summary['eval']['loss']:.4f}, "
-           f"{summary['eval']['bits_per_byte']:.4f} bits/byte")
-    sweep = [int(c) for c in config_lib.split_list(cfg.train.chunk_sweep)]
-    if sweep and eval_data:
-      summary["chunk_sweep"] = eval_lib.chunk_sweep(graphdef, state["params"], state["rest"],
-                                                    sweep, eval_data, batch_sh, fp32=fp32)
-  ckpt.close()
-  writer.close()
-  summary["train_losses"] = [(h["step"], h["loss"]) for h in history]
-  if jax.process_index() == 0:
-    if cfg.train.plot and history:
-      metrics_lib.plot_curves({"train": ([h["step"] for h in history],
-                                         [h["loss"] for h in history])},
-                              os.path.join(workdir, "loss.png"), ylabel="loss (nats/byte)",
-                              title=",".join(lm.mixers))
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=1, default=str)
+  try:
+    with preemption.StopSignals() as stop, jax.set_mesh(mesh):
+      for step in range(start, total):
+        batch = shd.to_global(next(train_iter), batch_sh)
+        state, m = train_step(state, batch)
+        if pending is not None:
+          handle(*pending)
+        pending = (step + 1, m)
+        done = step + 1
+        ev = None
+        if eval_data and cfg.train.eval_every and done % cfg.train.eval_every == 0 \
+            and done != total:
+          flush()
+          with clock.paused():
+            ev = evaluate()
+            writer.write(done, {"kind": "eval", **ev})
+        if _itstime(done, cfg.train.ckpt_every, total):
+          flush()
+          with clock.paused():
+            save(done, ev)
+        if stop.requested(done):
+          flush()
+          with clock.paused():
+            if last_saved != done:
+              save(done)
+            ckpt.wait()
+          _stop(f"{stop.signal_name}: stopped after step {done}; checkpoint step {done} is "
+                f"saved in {ckpt.directory}. Resume with:\n  {resume_lib.resume_command()}",
+                done)
+      flush()
+      if last_saved != total:
+        save(total)
+      summary = {"params": counts, "steps": total, "start_step": start,
+                 **clock.summary()}
+      summary["train_wall_s"] = summary["wall_s"]
+      if stop.signal_name:  # arrived after the last step: the final checkpoint is saved
+        ckpt.wait()
+        _stop(f"{stop.signal_name}: training finished and checkpoint step {total} is saved "
+              f"in {ckpt.directory}; the final evaluation was skipped. Run it with:\n  "
+              f"{resume_lib.resume_command()}", total)
+
+      # -------------------------------------------------------------- final evaluation
+      if eval_data:
+        summary["eval"] = evaluate()
+        writer.write(total, {"kind": "eval", **summary["eval"]})
+        _log(f"step {total}: validation loss {summary['eval']['loss']:.4f}, "
+             f"{summary['eval']['bits_per_byte']:.4f} bits/byte")
+      sweep = [int(c) for c in config_lib.split_list(cfg.train.chunk_sweep)]
+      if sweep and eval_data:
+        summary["chunk_sweep"] = eval_lib.chunk_sweep(graphdef, state["params"],
+                                                      state["rest"], sweep, eval_data,
+                                                      batch_sh, fp32=fp32)
+  finally:  # also on errors and signals: finish the save in progress, flush the metrics
+    ckpt.close()
+    writer.close()
+  _write_outputs(cfg, workdir, writer, summary, lm.mixers)
   summary["state"] = state
   summary["graphdef"] = graphdef
   return summary
 
 
-def final_losses(workdir: str) -> dict[int, float]:
-  """{step: train loss} from a run's metrics.jsonl (later rows win after a resume)."""
-  rows = metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+def _stop(message: str, step: int) -> None:
+  """Prints `message` and raises Interrupted (exit status 0)."""
+  _log(message)
+  raise preemption.Interrupted(message, step)
+
+
+def _restore(ckpt: ckpt_lib.Checkpointer, step: int, target: Any, data_iter: Any,
+             changes: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+  """ckpt.restore, naming changed model keys when the saved arrays do not fit them."""
+  try:
+    return ckpt.restore(step, target, data_iter)
+  except ckpt_lib.CheckpointError as e:
+    model_keys = [k for k in changes if k.startswith("model.")]
+    if model_keys:
+      raise ckpt_lib.CheckpointError(f"{e} The changed model keys {model_keys} probably do "
+                                     "not fit the saved arrays.") from None
+    raise
+
+
+def _params_from(init_from: str, lm: Any, tx: Any, seed: int, mesh: Any) -> Any:
+  """The parameters of the newest usable checkpoint of the run in `init_from`."""
+  src = ckpt_lib.Checkpointer(paths.path(init_from) / "checkpoints", create=False)
+  abstract = jax.eval_shape(steps.init_state_fn(lm, tx, seed))
+  target = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                        abstract, shd.tree_shardings(abstract, mesh))
+  try:
+    loaded, _ = src.restore(None, target)
+  finally:
+    src.close()
+  return loaded["params"]
+
+
+def _write_outputs(cfg: mlc.ConfigDict, workdir: Any, writer: metrics_lib.MetricsWriter,
+                   summary: dict[str, Any], mixers: tuple[str, ...]) -> None:
+  """loss.png and summary.json from the whole metrics file (all runs of a resumed job)."""
+  rows = metrics_lib.read_jsonl(writer.path) if writer.active and writer.path.exists() else []
+  summary["train_losses"] = [(r["step"], r["loss"]) for r in rows
+                             if r.get("kind") == "train" and "loss" in r]
+  if jax.process_index() != 0:
+    return
+  curves = metrics_lib.curves_from_rows(rows)
+  if cfg.train.plot and curves:
+    metrics_lib.plot_curves(curves, workdir / "loss.png", ylabel="loss (nats/byte)",
+                            title=",".join(mixers))
+  paths.write_text(workdir / "summary.json", json.dumps(summary, indent=1, default=str))
+
+
+def final_losses(workdir: paths.PathLike) -> dict[int, float]:
+  """{step: train loss} from a run's metrics.jsonl (the resumed run's rows win)."""
+  rows = metrics_lib.read_jsonl(paths.path(workdir) / "metrics.jsonl")
   return {r["step"]: r["loss"] for r in rows if r.get("kind", "train") == "train"}
-
-
