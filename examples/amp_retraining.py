@@ -2,16 +2,19 @@
 
   python -m examples.amp_retraining            # full run (a few minutes on 2 CPU cores)
   python -m examples.amp_retraining --smoke    # seconds
+  python -m examples.amp_retraining --docs     # also copy the figures into docs/
 
-Prints markdown tables and writes docs/amp_se_vs_sim.png, docs/amp_cobweb.png,
-docs/amp_se_noise.png and docs/amp_probe_noise.png (or under --out_dir).
+Prints markdown tables and writes, under config.workdir, results.json (every number of the
+tables) and amp_se_vs_sim.png, amp_cobweb.png, amp_se_noise.png, amp_probe_noise.png.
+Config: tnx/configs/amp_retraining.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import json
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,33 +26,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tnx.amp import aggregators as A  # noqa: E402
 from tnx.amp import amp, data, probe, se  # noqa: E402
+from tnx.train import config as config_lib  # noqa: E402
+from tnx.train import paths  # noqa: E402
 
 SE_NAMES = ("plain", "hard", "consensus", "soft_self", "bayes")
 
 
-def get_config(argv=None) -> argparse.Namespace:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--smoke", action="store_true", help="tiny sizes; runs in seconds")
-  ap.add_argument("--out_dir", default="docs", help="where the PNG plots go")
-  ap.add_argument("--n", type=int, default=4000, help="AMP simulation samples (d = n / alpha)")
-  ap.add_argument("--sim_seeds", type=int, default=8, help="AMP simulation seeds")
-  ap.add_argument("--probe_seeds", type=int, default=20, help="seeds per probe experiment")
-  ap.add_argument("--probe_rounds", type=int, default=3, help="retraining rounds of the probe")
-  ap.add_argument("--noise", default="0.1,0.2,0.3,0.4,0.45", help="label-noise levels p")
-  cfg = ap.parse_args(argv)
-  if cfg.smoke:
-    cfg.n, cfg.sim_seeds, cfg.probe_seeds, cfg.probe_rounds = 200, 2, 2, 1
-    cfg.noise = "0.4"
-  return cfg
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _save(fig, cfg, name: str) -> None:
   fig.tight_layout()
-  fig.savefig(os.path.join(cfg.out_dir, name), dpi=120)
+  paths.save_figure(fig, paths.path(cfg.workdir) / name, dpi=120)
   plt.close(fig)
 
 
-def se_vs_sim(cfg):
+def se_vs_sim(cfg, res):
   pr = data.make_problem(1.5, 2.0, 0.3, prior=0.3)
   keys = jax.random.split(jax.random.key(0), cfg.sim_seeds)
   print("\n### State evolution vs Monte Carlo AMP (gamma=1.5, p=0.3, alpha=2, pi+=0.3; "
@@ -64,6 +56,10 @@ def se_vs_sim(cfg):
       print(f"| {name} | {t} | {float(r.eta_se[0, t]):.4f} | {eta_sim[:, t].mean():.4f} +- "
             f"{eta_sim[:, t].std():.4f} | {float(r.error_se[0, t]):.4f} | "
             f"{err_sim[:, t].mean():.4f} |")
+    res.setdefault("se_vs_sim", {})[name] = {
+        "eta_se": np.asarray(r.eta_se[0]).tolist(), "eta_sim_mean": eta_sim.mean(0).tolist(),
+        "eta_sim_sd": eta_sim.std(0).tolist(), "error_se": np.asarray(r.error_se[0]).tolist(),
+        "error_sim_mean": err_sim.mean(0).tolist(), "seeds": int(eta_sim.shape[0])}
     line, = ax.plot(np.asarray(r.eta_se[0]), label=f"{name} SE")
     ax.errorbar(np.arange(6), eta_sim.mean(0), eta_sim.std(0), fmt="o", color=line.get_color(),
                 label=f"{name} sim")
@@ -72,7 +68,7 @@ def se_vs_sim(cfg):
   _save(fig, cfg, "amp_se_vs_sim.png")
 
 
-def cobweb(cfg):
+def cobweb(cfg, res):
   pr = data.make_problem(1.5, 2.0, 0.3, prior=0.3)
   grid = jnp.linspace(0.0, 1.6, 161)
   f = se.bayes_map_gmm(pr, grid)
@@ -83,6 +79,7 @@ def cobweb(cfg):
   for start in (0.2, 1.0):
     eta = np.asarray(se.trajectory(pr, A.get("bayes"), 8, start_eta=start).eta)
     print(f"start {start}: " + " -> ".join(f"{e:.3f}" for e in eta[:6]))
+    res.setdefault("cobweb", {}).setdefault("trajectories", {})[str(start)] = eta.tolist()
     xs, ys = [eta[0]], [0.0]
     for a, b in zip(eta[:-1], eta[1:]):
       xs += [a, b]
@@ -92,12 +89,14 @@ def cobweb(cfg):
   plain = float(se.trajectory(pr, A.get("bayes"), 1).eta[0])
   print(f"plain-training eta_1 = {plain:.4f}; fixed point {fp:.4f}, error "
         f"{float(se.error_of(fp)):.4f} vs plain {float(se.error_of(plain)):.4f}")
+  res["cobweb"].update(fixed_point=fp, plain_eta=plain, error_fixed_point=float(se.error_of(fp)),
+                       error_plain=float(se.error_of(plain)))
   ax.set(xlabel="eta_t", ylabel="eta_{t+1}", title="Bayes-optimal retraining: cobweb")
   ax.legend(fontsize=8)
   _save(fig, cfg, "amp_cobweb.png")
 
 
-def se_noise(cfg, noise):
+def se_noise(cfg, noise, res):
   grid = data.problem_grid(gamma=[1.0], alpha=[2.0], p=noise)
   print("\n### SE test error vs label noise (gamma=1, alpha=2, balanced), after 5 retraining "
         "rounds\n")
@@ -106,6 +105,7 @@ def se_noise(cfg, noise):
   errs = {n: np.asarray(se.grid(grid, A.get(n), 6).error[:, 5]) for n in SE_NAMES}
   for i, p in enumerate(noise):
     print(f"| {p} | " + " | ".join(f"{errs[n][i]:.3f}" for n in SE_NAMES) + " |")
+  res["se_noise"] = {"noise": list(noise), **{n: errs[n].tolist() for n in SE_NAMES}}
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for n in SE_NAMES:
     ax.plot(noise, 1 - errs[n], "o-", label=n)
@@ -130,7 +130,7 @@ def datasets(smoke):
   return out
 
 
-def probe_noise(cfg, noise):
+def probe_noise(cfg, noise, results):
   names = ("plain", "bayes") if cfg.smoke else probe.AGGREGATORS
   extra = () if cfg.smoke else ("bayes_in",)
   res = {}
@@ -153,6 +153,8 @@ def probe_noise(cfg, noise):
                                         seeds=cfg.probe_seeds))[:, -1]
         row[n] = (acc.mean(), acc.std() / np.sqrt(acc.size))
       res[label][p] = row
+      results.setdefault("probe", {}).setdefault(label, {})[str(p)] = {
+          n: {"mean": float(v[0]), "se": float(v[1])} for n, v in row.items()}
       print(f"| {p} | " + " | ".join(f"{row[n][0]:.3f} +- {row[n][1]:.3f}"
                                      for n in names + extra) + " |")
   fig, axes = plt.subplots(1, len(res), figsize=(4.5 * len(res), 3.5), squeeze=False)
@@ -166,16 +168,27 @@ def probe_noise(cfg, noise):
   _save(fig, cfg, "amp_probe_noise.png")
 
 
-def main(argv=None):
-  cfg = get_config(argv)
-  os.makedirs(cfg.out_dir, exist_ok=True)
-  noise = [float(v) for v in cfg.noise.split(",")]
+def main(argv: list[str] | None = None) -> dict:
+  cfg, _ = config_lib.parse_args(sys.argv[1:] if argv is None else argv,
+                                 default="amp_retraining")
+  out = paths.path(cfg.workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  noise = [float(v) for v in cfg.noise]
+  res: dict = {}
   t0 = time.time()
-  se_vs_sim(cfg)
-  cobweb(cfg)
-  se_noise(cfg, noise)
-  probe_noise(cfg, noise)
-  print(f"\n(total {time.time() - t0:.0f} s)")
+  se_vs_sim(cfg, res)
+  cobweb(cfg, res)
+  se_noise(cfg, noise, res)
+  probe_noise(cfg, noise, res)
+  res["seconds"] = time.time() - t0
+  paths.write_text(out / "results.json", json.dumps(res, indent=1))
+  print(f"\n(total {res['seconds']:.0f} s; results.json and figures in {out})")
+  if cfg.docs:
+    figs = [out / f"{n}.png" for n in ("amp_se_vs_sim", "amp_cobweb", "amp_se_noise",
+                                        "amp_probe_noise")]
+    paths.copy_into(figs, DOCS)
+    print(f"copied the figures into {DOCS}")
+  return res
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Associative-memory capacity of the ATLAS memories without outer training (spec 10.2).
+"""Associative-memory capacity of the ATLAS memories without outer training.
 
 N random key/value pairs (d_k = d_v = 8, keys and values i.i.d. N(0, 1/d)) are written into a
 memory from W = 0 by the Omega rule itself (`tnx.memory.atlas.omega`): the N pairs are
@@ -13,13 +13,19 @@ phi_2. A last table compares GD with the Muon update (NS-5) on ill-conditioned k
 
   python -m examples.atlas_capacity            # full run (a few minutes on 2 CPU cores)
   python -m examples.atlas_capacity --smoke    # seconds
+  python -m examples.atlas_capacity --docs     # also copy the figure into docs/
+
+Writes results.md (the tables), results.json and atlas_capacity.png under config.workdir.
+Config: tnx/configs/atlas_capacity.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
+import json
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,10 +33,13 @@ import numpy as np
 
 from tnx.memory.atlas import features, omega
 from tnx.memory.atlas import memory as amem
+from tnx.train import config as config_lib
+from tnx.train import paths
 
 jax.config.update("jax_enable_x64", True)
 F64 = jnp.float64
 D = 8
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def pairs(n: int, seed: int):
@@ -158,42 +167,56 @@ def plot(ns, rows, path):
   ax.set_title("Memory capacity, d_k = d_v = 8 (Omega rule, full-batch GD)")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  paths.save_figure(fig, path, dpi=120)
+  plt.close(fig)
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--smoke", action="store_true", help="tiny sweep that runs in seconds")
-  p.add_argument("--epochs", type=int, default=3000, help="passes over the N pairs")
-  p.add_argument("--tol", type=float, default=1e-3, help="recall threshold (max abs error)")
-  p.add_argument("--plot", default="docs/atlas_capacity.png", help="PNG path ('' = none)")
-  a = p.parse_args(argv)
+def main(argv: list[str] | None = None) -> dict:
+  c, _ = config_lib.parse_args(sys.argv[1:] if argv is None else argv, default="atlas_capacity")
+  out = paths.path(c.workdir)
+  out.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
-  if a.smoke:
-    ns, epochs, seeds, windows, steps = [6], 20, [0], [1, 6], [2]
-  else:
-    ns, epochs, seeds = [4, 8, 9, 16, 32, 44, 45, 46, 56, 64, 80], a.epochs, [0, 1]
-    windows, steps = [1, 4, 16, 40], [5, 20, 100]
-  rows = capacity_table(ns, epochs, a.tol, seeds)
-  print(f"pairs recalled (max abs err < {a.tol}) after {epochs} full-batch GD epochs, "
-        f"mean over seeds {seeds}; [exact] = min-norm least-squares limit recalled to 1e-6")
-  print("| memory | " + " | ".join(f"N={n}" for n in ns) + " |")
-  print("|---" * (len(ns) + 1) + "|")
+  ns, seeds, epochs = list(c.ns), list(c.seeds), c.epochs
+  lines: list[str] = []
+  rows = capacity_table(ns, epochs, c.tol, seeds)
+  lines.append(f"pairs recalled (max abs err < {c.tol}) after {epochs} full-batch GD epochs, "
+               f"mean over seeds {seeds}; [exact] = min-norm least-squares limit recalled to "
+               "1e-6")
+  lines.append("| memory | " + " | ".join(f"N={n}" for n in ns) + " |")
+  lines.append("|---" * (len(ns) + 1) + "|")
   for name, (rec, exact) in rows.items():
     cells = [f"{r:g}" + ("" if np.isnan(e) else f" [{e:g}]") for r, e in zip(rec, exact)]
-    print(f"| {name} | " + " | ".join(cells) + " |")
-  n_win = 40 if not a.smoke else 6
-  print(f"\nlinear+phi2, N={n_win}: window c (chunk 1, per-token Omega; c=N full batch), "
-        f"{epochs} epochs -> (recalled, median error)")
-  for c, (r, med) in window_table(n_win, windows, epochs, a.tol).items():
-    print(f"| c={c} | {r} | {med:.2e} |")
-  print("\nill-conditioned keys (cond 100), linear memory: mean recall error after k steps")
-  for name, losses in muon_table(steps).items():
-    print(f"| {name} | " + " | ".join(f"k={s}: {x:.3e}" for s, x in zip(steps, losses)) + " |")
-  if a.plot and not a.smoke:
-    plot(ns, rows, a.plot)
-    print(f"\nplot: {a.plot}")
-  print(f"total {time.time() - t0:.1f}s")
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  lines.append(f"\nlinear+phi2, N={c.window_pairs}: window c (chunk 1, per-token Omega; c=N "
+               f"full batch), {epochs} epochs -> (recalled, median error)")
+  windows = window_table(c.window_pairs, list(c.windows), epochs, c.tol)
+  for w, (r, med) in windows.items():
+    lines.append(f"| c={w} | {r} | {med:.2e} |")
+  lines.append("\nill-conditioned keys (cond 100), linear memory: mean recall error after k "
+               "steps")
+  muon = muon_table(list(c.muon_steps))
+  for name, losses in muon.items():
+    lines.append(f"| {name} | " + " | ".join(f"k={s}: {x:.3e}"
+                                           for s, x in zip(c.muon_steps, losses)) + " |")
+  text = "\n".join(lines)
+  print(text)
+  results = {
+      "ns": ns, "epochs": epochs, "tol": c.tol,
+      "capacity": {name: {"recalled": [float(r) for r in rec],
+                          "exact_lstsq": [None if np.isnan(e) else float(e) for e in exact]}
+                   for name, (rec, exact) in rows.items()},
+      "windows": {str(w): {"recalled": r, "median_error": med}
+                  for w, (r, med) in windows.items()},
+      "muon": {"steps": list(c.muon_steps), **muon}, "seconds": time.time() - t0}
+  paths.write_text(out / "results.md", text + "\n")
+  paths.write_text(out / "results.json", json.dumps(results, indent=1))
+  plot(ns, rows, out / "atlas_capacity.png")
+  print(f"\ntotal {results['seconds']:.1f}s; results.md, results.json and atlas_capacity.png in "
+        f"{out}")
+  if c.docs:
+    paths.copy_into([out / "atlas_capacity.png"], DOCS)
+    print(f"copied atlas_capacity.png into {DOCS}")
+  return results
 
 
 if __name__ == "__main__":

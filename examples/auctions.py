@@ -1,7 +1,8 @@
 """Position auctions in AI-generated content: experiments E1-E4 of docs/auctions.md.
 
   python -m examples.auctions            # 10^4 instances per experiment, a few CPU minutes
-  python -m examples.auctions --smoke    # seconds; writes to a temporary file unless --out
+  python -m examples.auctions --smoke    # seconds
+  python -m examples.auctions --docs     # also update docs/auctions.md and its plots
 
 E1 MNL welfare: exact optimum versus the separable-ranking and additive-matching heuristics
    as the non-separability s varies, plus solver agreement and throughput.
@@ -10,15 +11,19 @@ E2 Revenue: Myerson (ironed virtual values) versus VCG versus VCG with the monop
 E3 Incentives: sampled misreports never raise utility; IR; monotonicity of cascade greedy.
 E4 Cascade: exact versus greedy, local search, additive-then-order and the MNL allocation.
 
-Results replace the block between the RESULTS markers of the output markdown file (the rest of
-the file is kept); plots go next to it as auctions_e*.png.
+Writes <workdir>/auctions.md (the results block), results.json (every number of the tables)
+and auctions_e{1,2,4}.png. With --docs the block also replaces the one between the RESULTS
+markers of docs/auctions.md (the rest of that file is kept) and the plots are copied next to it.
+Config: tnx/configs/auctions.py.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,27 +32,14 @@ import ml_collections
 import numpy as np
 
 from tnx import auctions as au
+from tnx.train import config as config_lib
+from tnx.train import paths
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
-
-
-def get_config(smoke: bool = False) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.instances = 100 if smoke else 10_000   # instances per experiment cell
-  c.n, c.m, c.k = 6, 4, 3                  # small size: enumeration is the ground truth
-  c.medium = (20, 8, 4)                    # medium size: matching solvers only
-  c.medium_instances = 0 if smoke else 10_000  # 0 skips the medium size
-  c.s_values = (0.0, 1.0) if smoke else (0.0, 0.5, 1.0, 2.0)  # CTR non-separability
-  c.host_instances = 5 if smoke else 200   # instances for the host (scipy) solvers
-  c.ic_instances = 100 if smoke else 1000  # instances for the misreport checks ...
-  c.grid_points = 25                       # bid grid of the monotonicity check
-  c.misreports = 2 if smoke else 10        # ... times this many misreports
-  c.cascade_delta = 0.8                    # attention decay of variant C3
-  return c
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _timed(fn, *args, **kw):
@@ -64,7 +56,7 @@ def _ratio_stats(val, ref):
   return float(r.mean()), float(np.percentile(r, 5)), float(r.min()), r
 
 
-def e1(c, key, rows, speed):
+def e1(c, key, rows, speed, res):
   n, m, k = c.n, c.m, c.k
   curves = {"separable": [], "additive": []}
   rows.append("| s | exact (mean welfare) | separable ranking: mean / p5 ratio | "
@@ -85,6 +77,9 @@ def e1(c, key, rows, speed):
       curves[name].append((mean, p5))
       cells.append(f"{mean:.4f} / {p5:.4f}")
     rows.append(f"| {s} | {float(ref.mean()):.4f} | {cells[0]} | {cells[1]} | {diff:.1e} |")
+    res.setdefault("e1", {})[str(s)] = {
+        "exact_welfare": float(ref.mean()), "solver_max_abs_diff": diff,
+        **{f"{name}_ratio": dict(zip(("mean", "p5"), curves[name][-1])) for name in curves}}
     if s == c.s_values[-1]:
       speed.update({f"MNL enumeration ({n},{m},{k})": c.instances / t_e,
                     f"MNL Dinkelbach + JAX Hungarian ({n},{m},{k})": c.instances / t_d,
@@ -100,6 +95,7 @@ def e1(c, key, rows, speed):
       host_diff = max(np.max(np.abs(np.asarray(lp) - np.asarray(ref[:h]))),
                       max(abs(float(au.mnl_value(x, inst.v[b], w[b]) - ref[b]))
                           for b, x in enumerate(sc)))
+  res["e1_host_max_abs_diff"] = float(host_diff)
   if c.medium_instances:
     _e1_medium(c, key, rows, speed)
   rows.append("")
@@ -141,7 +137,7 @@ def _e1_plot(c, curves):
   return fig
 
 
-def e2(c, key, rows, speed):
+def e2(c, key, rows, speed, res):
   n, m, k = c.n, c.m, c.k
   rows.append("| prior | mechanism | revenue (mean +- s.e.) | welfare (mean +- s.e.) | "
               "E[sum phibar ctr] |")
@@ -166,6 +162,9 @@ def e2(c, key, rows, speed):
                   f"{wel.mean():.4f} +- {se(wel):.4f} | {vs.mean():.4f} |")
       bars[(prior, name.split(" ")[0] + (" + reserve" if "reserve" in name else ""))] = (
           rev.mean(), se(rev))
+      res.setdefault("e2", {})[f"{prior}|{name}"] = {
+          "revenue": float(rev.mean()), "revenue_se": float(se(rev)),
+          "welfare": float(wel.mean()), "virtual_surplus": float(vs.mean())}
   (_, _, _), t = _timed(au.mnl_vcg, inst.v, w, k)
   speed[f"MNL VCG: Clarke pivots, n+1 Dinkelbach solves ({n},{m},{k})"] = c.instances / t
   fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -181,7 +180,7 @@ def e2(c, key, rows, speed):
   return fig
 
 
-def _ic_row(name, mech, v, key, misreports, rows):
+def _ic_row(name, mech, v, key, misreports, rows, res):
   """Max utility gain over sampled misreports (uniform on [0, 1.5 max v]) plus IR checks."""
   _, ctr, pay = mech(v)
   util = v * ctr - pay
@@ -197,9 +196,13 @@ def _ic_row(name, mech, v, key, misreports, rows):
     worst, bad = max(worst, float(gain.max())), bad + int(jnp.sum(gain > 1e-9))
   ir = int(jnp.sum((pay < -1e-12) | (util < -1e-12)))
   rows.append(f"| {name} | {v.shape[0] * misreports} | {worst:.1e} | {bad} | {ir} |")
+  res.setdefault("e3", {})[name] = {"misreports": v.shape[0] * misreports,
+                                    "max_utility_gain": worst, "gains_above_1e-9": bad,
+                                    "ir_violations": ir}
 
 
-def e3(c, key, rows):
+def e3(c, key, rows, speed, res):
+  del speed
   n, m, k = c.n, c.m, c.k
   inst = au.generate_instances(jax.random.fold_in(key, 3), c.ic_instances, n, m, 1.0, "bimodal")
   w, p = au.w_from_p(inst.p), inst.p
@@ -218,7 +221,7 @@ def e3(c, key, rows):
       "Cascade C2 fixed order: VCG on exact DP": lambda b: au.cascade_vcg(b, p, q2, k, rank=rank),
   }
   for name, mech in mechs.items():
-    _ic_row(name, mech, inst.v, jax.random.fold_in(key, 5), c.misreports, rows)
+    _ic_row(name, mech, inst.v, jax.random.fold_in(key, 5), c.misreports, rows, res)
   # Monotonicity of the (non-truthful) greedy rule: bidder 0's CTR along a bid grid.
   g = c.grid_points
   grid = jnp.linspace(0.0, 1.5, g)
@@ -230,11 +233,12 @@ def e3(c, key, rows):
     x = au.cascade_solve(bids, pp, qq, k, method)
     ctr = au.cascade_ctr(x, bids, pp, qq)[:, 0].reshape(cnt, g)
     drops = int(jnp.sum(jnp.any(jnp.diff(ctr, axis=1) < -1e-12, axis=1)))
+    res.setdefault("e3_ctr_decreases", {})[method] = {"instances": cnt, "decreasing": drops}
     rows.append(f"- Cascade C1, `{method}`: bidder 0's CTR decreases somewhere on a {g}-point bid "
                 f"grid in {drops} of {cnt} instances.")
 
 
-def e4(c, key, rows, speed):
+def e4(c, key, rows, speed, res):
   n, m, k = c.n, c.m, c.k
   inst = au.generate_instances(jax.random.fold_in(key, 11), c.instances, n, m, 1.0)
   p, r = inst.p, inst.v
@@ -254,6 +258,7 @@ def e4(c, key, rows, speed):
     for meth in methods:
       x, t = _timed(au.cascade_solve, r, p, q, k, meth)
       mean, p5, mn, ratios = _ratio_stats(au.cascade_value(x, r, p, q), ref)
+      res.setdefault("e4", {})[f"{vname}|{meth}"] = {"mean": mean, "p5": p5, "min": mn}
       rows.append(f"| {vname} | {meth} | {mean:.4f} | {p5:.4f} | {mn:.4f} | "
                   f"{c.instances / t:.0f} |")
       if vname.startswith("C1"):
@@ -269,11 +274,13 @@ def e4(c, key, rows, speed):
   return fig
 
 
-def run(c: ml_collections.ConfigDict, out: str) -> str:
+def run(c: ml_collections.ConfigDict) -> tuple[str, dict, dict]:
+  """Runs E1-E4: (markdown results block, {experiment: numbers}, {png name: figure})."""
   key = jax.random.PRNGKey(c.seed)
-  base = os.path.splitext(out)[0]
   rows: list[str] = []
   speed: dict[str, float] = {}
+  res: dict = {}
+  figs = {}
   t0 = time.perf_counter()
   sections = [("E1: MNL welfare, exact versus heuristics", e1),
               ("E2: revenue, Myerson versus VCG versus VCG with reserve", e2),
@@ -281,43 +288,51 @@ def run(c: ml_collections.ConfigDict, out: str) -> str:
   for j, (title, fn) in enumerate(sections):
     rows += ["", f"### {title}", ""]
     t = time.perf_counter()
-    fig = fn(c, jax.random.fold_in(key, j), rows, speed) if fn is not e3 else fn(
-        c, jax.random.fold_in(key, j), rows)
+    fig = fn(c, jax.random.fold_in(key, j), rows, speed, res)
     if fig is not None:
-      path = f"{base}_e{j + 1}.png"
-      fig.savefig(path, dpi=110)
-      plt.close(fig)
-      rows += ["", f"![{title}]({os.path.basename(path)})"]
+      name = f"auctions_e{j + 1}.png"
+      figs[name] = fig
+      rows += ["", f"![{title}]({name})"]
     print(f"{title}: {time.perf_counter() - t:.1f}s", flush=True)
   rows += ["", "### Throughput (instances per second, after compilation)", "",
            "| solver | instances/s |", "|---|---|"]
   rows += [f"| {name} | {val:,.0f} |" for name, val in speed.items()]
   rows += ["", f"Total wall time {time.perf_counter() - t0:.0f}s on {os.cpu_count()} CPU cores "
            f"(jax {jax.__version__}, backend {jax.default_backend()})."]
-  block = "\n".join(rows)
-  text = open(out).read() if os.path.exists(out) else f"# Position auctions\n\n{BEGIN}\n{END}\n"
+  res["throughput"] = speed
+  return "\n".join(rows), res, figs
+
+
+def replace_block(text: str, block: str) -> str:
+  """`text` with the part between the RESULTS markers replaced by `block` (markers added at
+  the end if absent); everything else is kept."""
   if BEGIN not in text:
     text += f"\n{BEGIN}\n{END}\n"
   head, rest = text.split(BEGIN, 1)
   tail = rest.split(END, 1)[1] if END in rest else ""
-  with open(out, "w") as f:
-    f.write(f"{head}{BEGIN}\n{block}\n{END}{tail}")
-  return block
+  return f"{head}{BEGIN}\n{block}\n{END}{tail}"
 
 
-def main(argv=None) -> None:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--smoke", action="store_true", help="tiny sizes, runs in seconds")
-  ap.add_argument("--out", default=None, help="markdown file (default docs/auctions.md; "
-                  "with --smoke a temporary file)")
-  ap.add_argument("--instances", type=int, default=None, help="override instances per cell")
-  args = ap.parse_args(argv)
+def main(argv: list[str] | None = None) -> dict:
+  cfg, _ = config_lib.parse_args(sys.argv[1:] if argv is None else argv, default="auctions")
   jax.config.update("jax_enable_x64", True)
-  c = get_config(args.smoke)
-  if args.instances:
-    c.instances = args.instances
-  out = args.out or ("/tmp/auctions_smoke.md" if args.smoke else "docs/auctions.md")
-  print(run(c, out))
+  block, res, figs = run(cfg)
+  out = paths.path(cfg.workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  for name, fig in figs.items():
+    paths.save_figure(fig, out / name, dpi=110)
+    plt.close(fig)
+  paths.write_text(out / "auctions.md", replace_block("# Position auctions: results\n", block))
+  paths.write_text(out / "results.json", json.dumps(res, indent=1))
+  print(block)
+  print(f"\nwrote {out}/auctions.md, results.json and {', '.join(figs)}")
+  if cfg.docs:
+    doc = DOCS / "auctions.md"
+    doc.write_text(replace_block(doc.read_text() if doc.exists() else
+                                 "# Position auctions\n", block))
+    paths.copy_into([out / name for name in figs], DOCS)
+    print(f"updated {doc} and copied the plots into {DOCS}")
+  return res
 
 
 if __name__ == "__main__":

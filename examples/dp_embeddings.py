@@ -2,46 +2,49 @@
 
   python -m examples.dp_embeddings            # full run (a few minutes on 2 CPU cores)
   python -m examples.dp_embeddings --smoke    # seconds
+  python -m examples.dp_embeddings --docs     # also copy the figures into docs/
 
 Digits: a small MLP encoder is trained on the public 30 % of sklearn's bundled digits; the
 private part is embedded (L2-normalised, R = 1), a DP per-class Gaussian mixture is fitted,
 n synthetic embeddings are sampled, and a two-layer probe trained on them is tested on real
 held-out embeddings. Synthetic GMMs: matched mean error of the DP mixture against n and epsilon.
+Writes results.json, privacy_digits_accuracy.png and privacy_gmm_recovery.png under
+config.workdir. Config: tnx/configs/dp_embeddings.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 from scipy import optimize
 
 from tnx.privacy import classifier, clustering, data, embeddings, encoders
+from tnx.train import config as config_lib
+from tnx.train import paths
 
 jax.config.update("jax_enable_x64", True)   # float64 noise for the privacy-critical sums
 
 
-def get_config(smoke: bool) -> dict:
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+FIGURES = ("privacy_digits_accuracy.png", "privacy_gmm_recovery.png")
+
+
+def settings(c: Any) -> dict:
+  """The plain settings the experiments read, from the ConfigDict."""
   return dict(
-      eps=[2.0] if smoke else [0.5, 1.0, 2.0, 4.0, 8.0, math.inf],
-      delta=1e-5,
-      seeds=1 if smoke else 3,
-      dim=16,                                  # encoder output dimension D
-      k=3,                                     # components per class (multi-component runs)
-      lsh_depth=8,                             # LSH tree depth for digits (n ~ 100 / class)
-      probe=classifier.TrainConfig(epochs=3 if smoke else 50),
-      encoder=classifier.TrainConfig(epochs=5 if smoke else 200),
-      gmm_n=[2000] if smoke else [1000, 3000, 10000, 30000, 100000],
-      gmm_eps=[1.0] if smoke else [0.5, 1.0, 2.0, 4.0, 8.0],
-      gmm_n_fixed=2000 if smoke else 10000,
-      gmm=dict(k=4, dim=8, gap=0.8, std=0.05),
-      gmm_seeds=1 if smoke else 3,
-  )
+      eps=[float(e) for e in str(c.eps).split(",") if e.strip()], delta=c.delta,
+      seeds=c.seeds, dim=c.dim, k=c.k, lsh_depth=c.lsh_depth,
+      probe=classifier.TrainConfig(epochs=c.probe_epochs),
+      encoder=classifier.TrainConfig(epochs=c.encoder_epochs),
+      gmm_n=list(c.gmm_n), gmm_eps=list(c.gmm_eps), gmm_n_fixed=c.gmm_n_fixed,
+      gmm=dict(c.gmm), gmm_seeds=c.gmm_seeds)
 
 
 def _methods(cfg: dict, public_centres: np.ndarray) -> dict:
@@ -146,7 +149,7 @@ def plot(results: dict, out_dir: str) -> None:
          "synthetic embeddings")
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "privacy_digits_accuracy.png"), dpi=120)
+  paths.save_figure(fig, paths.path(out_dir) / FIGURES[0], dpi=120)
 
   g = results["gmm"]
   fig, axs = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -160,27 +163,24 @@ def plot(results: dict, out_dir: str) -> None:
   axs[1].loglog([r["eps"] for r in rs], [np.mean(r["err"]) for r in rs], "o-")
   axs[1].set(xlabel="epsilon", ylabel="matched mean L2 error", title="recovery vs epsilon")
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "privacy_gmm_recovery.png"), dpi=120)
+  paths.save_figure(fig, paths.path(out_dir) / FIGURES[1], dpi=120)
 
 
 def main(argv: list[str] | None = None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--smoke", action="store_true", help="tiny configuration (seconds)")
-  p.add_argument("--out_dir", default="docs", help="where the PNG plots go")
-  p.add_argument("--no_plots", action="store_true")
-  p.add_argument("--results_json", default="", help="optional path for the raw results")
-  args = p.parse_args(argv)
-  cfg = get_config(args.smoke)
+  c, _ = config_lib.parse_args(sys.argv[1:] if argv is None else argv, default="dp_embeddings")
+  cfg = settings(c)
+  out = paths.path(c.workdir)
+  out.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
   results = {"digits": run_digits(cfg), "gmm": run_gmm(cfg)}
   results["seconds"] = time.time() - t0
-  print(f"total {results['seconds']:.1f} s")
-  if not args.no_plots:
-    os.makedirs(args.out_dir, exist_ok=True)
-    plot(results, args.out_dir)
-  if args.results_json:
-    with open(args.results_json, "w") as f:
-      json.dump(results, f, indent=1, default=str)
+  print(f"total {results['seconds']:.1f} s; results.json and figures in {out}")
+  paths.write_text(out / "results.json", json.dumps(results, indent=1, default=str))
+  if c.plots:
+    plot(results, out)
+    if c.docs:
+      paths.copy_into([out / f for f in FIGURES], DOCS)
+      print(f"copied the figures into {DOCS}")
   return results
 
 

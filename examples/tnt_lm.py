@@ -2,19 +2,22 @@
 standard library's source (byte level), TNT in two stages, and compare speed and quality.
 
   python -m examples.tnt_lm            # the full job (~10 min on a 2-core CPU)
-  python -m examples.tnt_lm --smoke    # seconds
+  python -m examples.tnt_lm --smoke    # tiny models, a few steps each (see tnx/configs/tnt_lm.py)
   python -m examples.tnt_lm --config.job.stage1_steps=1000 --config.workdir=runs/long
+  python -m examples.tnt_lm --resume   # after an interruption: finish the runs not yet done
+  python -m examples.tnt_lm --docs     # also copy curves.png to docs/tnt_lm_curves.png
 
-Writes under config.workdir: one run directory per model (checkpoints, metrics.jsonl, tb/,
-loss.png), results.json, results.md and curves.png. Config: tnx/configs/tnt_lm.py.
+Writes under config.workdir (a local path or a URL): one run directory per model
+(checkpoints, metrics.jsonl, tb/, loss.png), results.json, results.md and curves.png.
+Config: tnx/configs/tnt_lm.py.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import ml_collections as mlc
@@ -24,13 +27,15 @@ from tnx import sharding
 from tnx.models import LM, available_families, param_counts
 from tnx.train import config as config_lib
 from tnx.train import metrics as metrics_lib
-from tnx.train import trainer
+from tnx.train import paths, trainer
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def model_cfg(base: mlc.ConfigDict, name: str, **changes: Any) -> mlc.ConfigDict:
   """A copy of `base` for run `name` with dotted-key changes ('model.d_model' -> value)."""
   cfg = copy.deepcopy(base)
-  cfg.workdir = os.path.join(base.workdir, name)
+  cfg.workdir = str(paths.path(base.workdir) / name)
   for key, value in changes.items():
     *parents, leaf = key.split("__")
     node = cfg
@@ -85,9 +90,9 @@ def build_configs(base: mlc.ConfigDict) -> dict[str, mlc.ConfigDict]:
   runs[baseline] = match_params(base_cfg, target) if target else base_cfg
   if have_tnt:
     runs["tnt_stage1"] = tnt
-    s2 = model_cfg(tnt, "../tnt_stage2", train__steps=job.stage2_steps,
+    s2 = model_cfg(base, "tnt_stage2", model__mixers="tnt", train__steps=job.stage2_steps,
                    train__init_from=tnt.workdir)
-    s2.workdir = os.path.join(base.workdir, "tnt_stage2")
+    s2.model.memory.tnt = copy.deepcopy(tnt.model.memory.tnt)
     s2.model.memory.tnt.local_chunk_sizes = stage2_chunks
     s2.opt.peak_lr = base.opt.peak_lr * job.stage2_lr_scale
     s2.opt.warmup_steps = min(base.opt.warmup_steps, max(1, job.stage2_steps // 5))
@@ -115,15 +120,19 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str]) -> dict[str, Any]:
   sharding.maybe_initialize_distributed()
-  base, _ = config_lib.parse_args(argv, default="tnt_lm")
+  base, resume = config_lib.parse_args(argv, default="tnt_lm")
   runs = build_configs(base)
-  os.makedirs(base.workdir, exist_ok=True)
+  out = paths.path(base.workdir)
+  out.mkdir(parents=True, exist_ok=True)
   results, rows, curves = {}, [], {}
   for name, cfg in runs.items():
     print(f"\n=== {name}: {cfg.model.mixers}, {cfg.train.steps} steps -> {cfg.workdir}",
           flush=True)
-    if os.path.isdir(os.path.join(cfg.workdir, "checkpoints")):
-      raise SystemExit(f"{cfg.workdir} exists already; remove it or set --config.workdir")
+    started = (paths.path(cfg.workdir) / "checkpoints").exists()
+    if started and not resume:
+      raise SystemExit(f"{cfg.workdir} exists already; pass --resume to finish the job, "
+                       "remove it, or set --config.workdir")
+    cfg.train.resume = started  # a finished run resumes at its last step: evaluation only
     s = trainer.train(cfg)
     mem = cfg.model.memory
     chunk = {"tnt": lambda: "C_L=" + ",".join(map(str, mem.tnt.local_chunk_sizes)) +
@@ -156,13 +165,13 @@ def main(argv: list[str]) -> dict[str, Any]:
       sweep = ", ".join(f"{c}: {m['bits_per_byte']:.4f}" for c, m in r["chunk_sweep"].items())
       text += f"\n{name} chunk-size sweep (eval chunk: bits/byte): {sweep}"
   print("\n" + text, flush=True)
-  with open(os.path.join(base.workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=1, default=str)
-  with open(os.path.join(base.workdir, "results.md"), "w") as f:
-    f.write(text + "\n")
-  metrics_lib.plot_curves(curves, os.path.join(base.workdir, "curves.png"),
-                          ylabel="train loss (nats/byte)",
+  paths.write_text(out / "results.json", json.dumps(results, indent=1, default=str))
+  paths.write_text(out / "results.md", text + "\n")
+  metrics_lib.plot_curves(curves, out / "curves.png", ylabel="train loss (nats/byte)",
                           title="Titans vs TNT on the stdlib corpus")
+  if base.docs:
+    (DOCS / "tnt_lm_curves.png").write_bytes((out / "curves.png").read_bytes())
+    print(f"copied curves.png to {DOCS / 'tnt_lm_curves.png'}")
   return results
 
 

@@ -21,6 +21,7 @@ from tnx.configs import lm
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c = lm.get_config()
   c.workdir = "runs/tnt_lm"
+  c.docs = False                  # --docs: also copy curves.png to docs/tnt_lm_curves.png
   c.model.d_model, c.model.n_layers, c.model.n_heads = 64, 2, 4
   c.model.n_persistent = 0
   c.data.seq_len = 512            # L
