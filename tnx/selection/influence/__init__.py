@@ -28,7 +28,14 @@ from tnx.selection.influence.optimizer import (
     gd_affine,
     sgd_affine,
 )
-from tnx.selection.influence.pipeline import Selection, SelectionConfig, select
+from tnx.selection.influence.pipeline import (
+    PreparedPool,
+    Selection,
+    SelectionConfig,
+    prepare,
+    select,
+    select_prepared,
+)
 from tnx.selection.influence.sketch import RademacherSketch, SRHTSketch, make_sketch
 from tnx.selection.influence.targets import round_robin
 from tnx.selection.influence.weights import (
@@ -40,11 +47,11 @@ from tnx.selection.influence.weights import (
 )
 
 __all__ = [
-    "AffineStep", "ParamSubset", "RademacherSketch", "SRHTSketch", "Selection",
+    "AffineStep", "ParamSubset", "PreparedPool", "RademacherSketch", "SRHTSketch", "Selection",
     "SelectionConfig", "adam_affine", "affine_from_optax", "choose_landmarks",
     "example_mapper", "first_order_weights", "fit_krr", "flat_hvp_fn", "gd_affine",
     "jvp_embedding_fn", "jvp_embeddings", "krr_propagate", "lm_prefix_features",
-    "make_sketch", "mean_loss_fn", "per_example_grad_fn", "per_example_grads",
+    "make_sketch", "mean_loss_fn", "per_example_grad_fn", "per_example_grads", "prepare",
     "project_scaled_simplex", "propagate", "qp_weights", "robust_first_order", "robust_qp",
-    "round_robin", "select", "sgd_affine", "subset_mask_from_filter",
+    "round_robin", "select", "select_prepared", "sgd_affine", "subset_mask_from_filter",
 ]

@@ -104,11 +104,12 @@ def last_weighted_position(weights_L: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.max(pos, axis=-1), 0)
 
 
-def lm_prefix_features(graphdef: Any, params: Any, rest: Any, num_blocks: int
-                       ) -> tuple[Any, FeatureFn]:
+def lm_prefix_features(graphdef: Any, params: Any, rest: Any, num_blocks: int, *,
+                       pooling: str = "last") -> tuple[Any, FeatureFn]:
   """(prefix params, h) for a tnx.models.LM: h runs the embedding, the first `num_blocks`
   blocks and the final norm, and returns the hidden state [D] at the example's last position
-  with loss weight > 0 (the end of the response).
+  with loss weight > 0 (the end of the response), or with pooling='mean' the mean over the
+  positions up to it.
 
   Args:
     graphdef, params, rest: `nnx.split(model, nnx.Param, ...)` of an LM, params and rest as
@@ -119,6 +120,7 @@ def lm_prefix_features(graphdef: Any, params: Any, rest: Any, num_blocks: int
     h(prefix, example): example is a dict with 'inputs' [L] and 'weights' [L].
   """
   n_layers = len(params["blocks"])
+  validation.one_of("pooling", pooling, ("last", "mean"))
   num_blocks = validation.positive_int("num_blocks", num_blocks)
   if num_blocks > n_layers:
     raise ValueError(f"num_blocks={num_blocks} exceeds the model's {n_layers} blocks")
@@ -133,7 +135,13 @@ def lm_prefix_features(graphdef: Any, params: Any, rest: Any, num_blocks: int
     x_1xLxD = model.embed(example["inputs"][None]).astype(model.cfg.compute_dtype)
     for b in block_keys:
       x_1xLxD = model.blocks[b](x_1xLxD)
-    h_D = model.final_norm(x_1xLxD)[0][last_weighted_position(example["weights"])]
+    h_LxD = model.final_norm(x_1xLxD)[0]
+    last = last_weighted_position(example["weights"])
+    if pooling == "last":
+      h_D = h_LxD[last]
+    else:
+      upto_L = jnp.arange(h_LxD.shape[0]) <= last
+      h_D = jnp.sum(jnp.where(upto_L[:, None], h_LxD, 0.0), axis=0) / (last + 1)
     return h_D.astype(jnp.promote_types(h_D.dtype, jnp.float32))
 
   return prefix, features

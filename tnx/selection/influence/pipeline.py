@@ -25,6 +25,9 @@ Where the paper leaves a choice open (both kernels, gradient normalization, targ
 a `SelectionConfig` field; the defaults follow the paper's formulation (RBF kernel with the
 median width and relative damping 1e-2, mean target gradient, unnormalized gradients). The
 second-order variant needs exact (unsketched, unnormalized) gradients.
+
+`prepare` runs the target-independent steps 1-3 (and the landmark Cholesky factorization) once,
+`select_prepared` the rest for each target set; `select` is both in one call.
 """
 
 from __future__ import annotations
@@ -124,31 +127,48 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
   return out, time.perf_counter() - t0
 
 
-def select(loss_fn: grads_lib.LossFn, params: Any, pool: Any, target: Any,
-           config: SelectionConfig, *, step: AffineStep | None = None,
-           embeddings: jax.Array | Callable[[Any], jax.Array] | None = None,
-           subset: grads_lib.ParamSubset | None = None, mesh: Mesh | None = None
-           ) -> Selection:
-  """Selects `config.k` samples of `pool` for the target examples `target`.
+@dataclasses.dataclass
+class PreparedPool:
+  """The target-independent part of a selection (steps 1-3 and the landmark factorization):
+  reuse it for several target sets (`select_prepared`)."""
+
+  config: SelectionConfig
+  loss_fn: grads_lib.LossFn
+  params: Any
+  subset: grads_lib.ParamSubset
+  step: AffineStep
+  grad_fn: Callable[..., jax.Array]
+  n: int
+  exact: bool
+  landmarks: jax.Array
+  embeddings: jax.Array | None
+  landmark_grads: jax.Array
+  fit: propagate_lib.KRRFit | None
+  mesh: Mesh | None
+  seconds: dict[str, float]
+
+
+def prepare(loss_fn: grads_lib.LossFn, params: Any, pool: Any, config: SelectionConfig, *,
+            step: AffineStep | None = None,
+            embeddings: jax.Array | Callable[[Any], jax.Array] | None = None,
+            subset: grads_lib.ParamSubset | None = None, mesh: Mesh | None = None
+            ) -> PreparedPool:
+  """Embeddings, landmarks, landmark gradients and the kernel factorization for `pool`.
 
   Args:
     loss_fn: (params, one example) -> scalar loss phi(theta; z).
     params: parameter pytree theta at selection time (after warm-up).
-    pool, target: pytrees of arrays with a leading example axis (n and m >= 1 rows).
+    pool: pytree of arrays with a leading example axis (n >= 1 rows).
     config: SelectionConfig.
     step: the next optimizer step's affine form (optimizer.adam_affine / sgd_affine /
       gd_affine); default gradient descent with lr 1 (first order is lr-free).
     embeddings: E [n, e] or a callable pool -> E (needed unless every sample is a landmark).
     subset: parameter subset of the gradients (default all parameters).
     mesh: split the pool over this mesh's `data` axis.
-  Returns:
-    Selection with diagnostics: landmarks, p_landmarks, scores (p_hat [n] or [n, m]), lam,
-    sigma, ridge, seconds per phase, and counts of gradient and embedding evaluations.
   """
   n = grads_lib.num_examples(pool, "pool")
-  m = grads_lib.num_examples(target, "target")
   cfg = config
-  k = weights.check_budget(cfg.k, n)
+  weights.check_budget(cfg.k, n)
   exact = cfg.num_landmarks is None or cfg.num_landmarks == n
   if not exact:
     landmarks_lib.check_num_landmarks(cfg.num_landmarks, n)
@@ -158,19 +178,14 @@ def select(loss_fn: grads_lib.LossFn, params: Any, pool: Any, target: Any,
   subset = subset or grads_lib.ParamSubset(params)
   step = step or gd_affine(params, 1.0)
   a_P = None if step.kind == "gd" else subset.flatten(step.a)
-  b_P = subset.flatten(step.b)
-  key = jax.random.key(cfg.seed)
-  k_land, k_sketch, k_rr = jax.random.split(key, 3)
+  k_land, k_sketch = jax.random.split(jax.random.key(cfg.seed))
   sketch = make_sketch(cfg.sketch, subset.size, cfg.sketch_dim,
                        int(jax.random.randint(k_sketch, (), 0, 2**31 - 1)))
   grad_fn = grads_lib.per_example_grad_fn(loss_fn, subset, sketch=sketch,
                                           normalize=cfg.normalize, chunk_size=cfg.chunk_size,
                                           mesh=mesh)
   seconds: dict[str, float] = {}
-  diag: dict[str, Any] = {"seconds": seconds, "pool_size": n, "target_size": m}
-
-  # 1-2. embeddings and landmarks
-  e_NxE = None
+  e_NxE, fit = None, None
   if exact:
     idx = jnp.arange(n)
   else:
@@ -184,37 +199,48 @@ def select(loss_fn: grads_lib.LossFn, params: Any, pool: Any, target: Any,
     validation.shape("embeddings", e_NxE, (n, None))
     idx, seconds["landmarks"] = _timed(lambda: landmarks_lib.choose_landmarks(
         cfg.landmarks, k_land, n, cfg.num_landmarks, e_NxE))
-  num_l = int(idx.shape[0])
-
-  # 3. landmark and target gradients
+    fit, seconds["factor"] = _timed(lambda: propagate_lib.fit_krr(
+        jnp.take(e_NxE, idx, axis=0), kernel=cfg.kernel, damp=cfg.damp, sigma=cfg.sigma,
+        seed=cfg.seed))
   land = pool if exact else grads_lib.take_examples(pool, idx)
   g_LxP, seconds["landmark_grads"] = _timed(lambda: grad_fn(params, land, a_P))
-  g_MxP, seconds["target_grads"] = _timed(lambda: grad_fn(params, target, None))
+  return PreparedPool(cfg, loss_fn, params, subset, step, grad_fn, n, exact, idx, e_NxE,
+                      g_LxP, fit, mesh, seconds)
+
+
+def select_prepared(prep: PreparedPool, target: Any) -> Selection:
+  """Steps 3-6 for one target set on a prepared pool (see `select`)."""
+  cfg, n, step = prep.config, prep.n, prep.step
+  m = grads_lib.num_examples(target, "target")
+  k = weights.check_budget(cfg.k, n)
+  k_rr = jax.random.split(jax.random.key(cfg.seed), 3)[2]
+  seconds = dict(prep.seconds)
+  diag: dict[str, Any] = {"seconds": seconds, "pool_size": n, "target_size": m}
+  g_LxP = prep.landmark_grads
+  g_MxP, seconds["target_grads"] = _timed(lambda: prep.grad_fn(prep.params, target, None))
 
   # 4. landmark influences
   hvp = None
   if cfg.order == "second":
-    hvp = grads_lib.flat_hvp_fn(grads_lib.mean_loss_fn(loss_fn, target), params, subset)
+    hvp = grads_lib.flat_hvp_fn(grads_lib.mean_loss_fn(prep.loss_fn, target), prep.params,
+                                prep.subset)
+  t0 = time.perf_counter()
   if cfg.target_mode == "mean":
     u_P = jnp.mean(g_MxP, axis=0)
     if hvp is not None:
-      u_P = scores.second_order_target(u_P, hvp, b_P, step.lr)
+      u_P = scores.second_order_target(u_P, hvp, prep.subset.flatten(step.b), step.lr)
     p_l = scores.first_order_scores(g_LxP, u_P)
   else:
     p_l = g_LxP @ g_MxP.T
 
   # 5. propagation
-  fit = None
-  if exact:
+  if prep.exact:
     p_hat = p_l
   else:
-    def run():
-      nonlocal fit
-      fit = propagate_lib.fit_krr(jnp.take(e_NxE, idx, axis=0), kernel=cfg.kernel,
-                                  damp=cfg.damp, sigma=cfg.sigma, seed=cfg.seed)
-      return propagate_lib.propagate(fit, e_NxE, p_l, mesh=mesh)
-    p_hat, seconds["propagate"] = _timed(run)
-    diag.update(sigma=float(fit.sigma), ridge=float(fit.ridge))
+    p_hat = propagate_lib.propagate(prep.fit, prep.embeddings, p_l, mesh=prep.mesh)
+    diag.update(sigma=float(prep.fit.sigma), ridge=float(prep.fit.ridge))
+  p_hat = jax.block_until_ready(p_hat)
+  seconds["propagate"] = time.perf_counter() - t0
 
   # 6. selection
   t0 = time.perf_counter()
@@ -225,17 +251,37 @@ def select(loss_fn: grads_lib.LossFn, params: Any, pool: Any, target: Any,
   elif cfg.order == "first":
     chosen, w, lam = weights.robust_first_order(p_hat, k)
   else:
-    q_l = scores.interaction_matrix(g_LxP, hvp, n)
-    if exact:
+    q_l = jax.jit(lambda g: scores.interaction_matrix(g, hvp, n))(g_LxP)
+    if prep.exact:
       q_matvec = lambda v: q_l @ v
     else:
-      c_NxL = fit.coefficients(e_NxE)
+      c_NxL = prep.fit.coefficients(prep.embeddings)
       q_matvec = lambda v: c_NxL @ (q_l @ (c_NxL.T @ v))
     chosen, w, lam = weights.robust_qp(p_hat, q_matvec, float(step.lr), k, steps=cfg.qp_steps)
     diag["q_landmarks"] = q_l
   seconds["select"] = time.perf_counter() - t0
-  diag.update(landmarks=np.asarray(idx), p_landmarks=p_l, scores=p_hat, lam=lam,
+  num_l = int(prep.landmarks.shape[0])
+  diag.update(landmarks=np.asarray(prep.landmarks), p_landmarks=p_l, scores=p_hat, lam=lam,
               counts={"landmark_grads": num_l, "target_grads": m,
-                      "embedded": 0 if exact else n, "hvps": 0 if hvp is None else num_l + 1},
-              exact=exact)
+                      "embedded": 0 if prep.exact else n,
+                      "hvps": 0 if hvp is None else num_l + 1},
+              exact=prep.exact)
   return Selection(np.asarray(chosen), np.asarray(w), diag)
+
+
+def select(loss_fn: grads_lib.LossFn, params: Any, pool: Any, target: Any,
+           config: SelectionConfig, *, step: AffineStep | None = None,
+           embeddings: jax.Array | Callable[[Any], jax.Array] | None = None,
+           subset: grads_lib.ParamSubset | None = None, mesh: Mesh | None = None
+           ) -> Selection:
+  """Selects `config.k` samples of `pool` for the target examples `target`.
+
+  Args: as `prepare`, plus target: a pytree of arrays with a leading axis of m >= 1 examples.
+  Returns:
+    Selection with diagnostics: landmarks, p_landmarks, scores (p_hat [n] or [n, m]), lam,
+    sigma, ridge, seconds per phase, and counts of gradient and embedding evaluations.
+  """
+  grads_lib.num_examples(target, "target")
+  prep = prepare(loss_fn, params, pool, config, step=step, embeddings=embeddings,
+                 subset=subset, mesh=mesh)
+  return select_prepared(prep, target)

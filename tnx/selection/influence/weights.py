@@ -214,18 +214,22 @@ def qp_weights(p: jax.Array, q_matvec: Callable[[jax.Array], jax.Array], eta: fl
 def robust_qp(p: jax.Array, q_matvec: Callable[[jax.Array], jax.Array], eta: float, k: int,
               total: float | None = None, *, steps: int = 3000, tol: float = 1e-10
               ) -> tuple[np.ndarray, np.ndarray, float]:
-  """(indices, weights, lam) of the second-order QP with lam bisected for k non-zeros."""
+  """(indices, weights, lam) of the second-order QP with lam bisected for k non-zeros (each
+  solve warm-starts from the previous solution)."""
   n = int(p.shape[0])
   k = check_budget(k, n)
   total = float(n) if total is None else validation.positive("total", total)
   q_norm = float(power_norm(q_matvec, n, p.dtype))
-  solve = jax.jit(lambda lam: qp_weights(p, q_matvec, eta, lam, total,
-                                         lipschitz=eta * q_norm + lam, steps=steps, tol=tol))
+  solve = jax.jit(lambda lam, w0: qp_weights(p, q_matvec, eta, lam, total,
+                                             lipschitz=eta * q_norm + lam, steps=steps,
+                                             tol=tol, w0=w0))
   cache: dict[float, np.ndarray] = {}
+  last = [jnp.full((n,), total / n, p.dtype)]
 
   def support(lam):
     if lam not in cache:
-      cache[lam] = np.asarray(solve(jnp.asarray(lam, p.dtype)))
+      last[0] = solve(jnp.asarray(lam, p.dtype), last[0])
+      cache[lam] = np.asarray(last[0])
     return int(np.count_nonzero(cache[lam]))
 
   spread = float(jnp.max(p) - jnp.min(p)) + eta * q_norm * total
