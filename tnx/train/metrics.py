@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -53,7 +54,10 @@ class MetricsWriter:
       try:
         from tensorboardX import SummaryWriter
         paths.register_tensorboard_scheme(self.workdir)
-        self._tb = SummaryWriter(str(self.workdir / "tb"))
+        # A distinct file per writer: tensorboardX names files by the second, and a resumed
+        # run started within the same second would otherwise truncate the previous events.
+        self._tb = SummaryWriter(str(self.workdir / "tb"),
+                                 filename_suffix=f".{os.getpid()}.{start_step}")
       except ImportError:  # optional: JSONL is always written
         self._tb = None
     if progress:
@@ -234,8 +238,10 @@ def curves_from_rows(rows: list[dict[str, Any]], key: str = "loss"
 
 
 def plot_curves(curves: Mapping[str, tuple[list[float], list[float]]], path: paths.PathLike,
-                *, xlabel: str = "step", ylabel: str = "loss", title: str = "") -> None:
-  """Saves a line plot of {label: (x, y)} to `path` (PNG, through epath)."""
+                *, xlabel: str = "step", ylabel: str = "loss", title: str = "",
+                xscale: str = "linear", yscale: str = "linear") -> None:
+  """Saves a line plot of {label: (x, y)} to `path` (PNG, through epath); `xscale`/`yscale`
+  are matplotlib axis scales ('linear', 'log')."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -244,6 +250,8 @@ def plot_curves(curves: Mapping[str, tuple[list[float], list[float]]], path: pat
     ax.plot(x, y, label=label, marker="o" if len(x) < 3 else None)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
+  ax.set_xscale(xscale)
+  ax.set_yscale(yscale)
   if title:
     ax.set_title(title)
   ax.grid(alpha=0.3)
