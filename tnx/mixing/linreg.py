@@ -1,4 +1,4 @@
-"""The multi-domain linear-regression model of arXiv 2511.06913 (Sec. 2-3) and its closed forms.
+"""The multi-domain linear-regression model of arXiv 2511.06913 and its closed forms.
 
 Model: one ground truth theta* in R^D shared by all K domains; domain i draws x ~ N(0, Sigma_i)
 and y = theta*^T x + eps with eps ~ N(0, sigma_i^2) independent of x; loss l = (y - theta^T x)^2/2.
@@ -98,33 +98,32 @@ def make_problem(d: int, c: Sequence[float] = (1.0, 1.0), *, reading: str = "R1"
   return LinearProblem(cov, sigma2, pi, as_tuple(n_train), as_tuple(n_val), theta_scale)
 
 
-def sample(key: jax.Array, problem: LinearProblem, dtype: Any = None
+def sample(seed: int, problem: LinearProblem, dtype: Any = None
            ) -> tuple[jax.Array, Pools, Pools]:
   """(theta* [D], train Pools, validation Pools) with data {'x': [K, N, D], 'y': [K, N]}.
 
-  One key gives the same theta* and data to every method (common random numbers). jit-able
-  for a fixed problem (its sizes are static).
+  Generated on the host from `seed` (numpy): one seed gives every method the same theta* and
+  data (common random numbers), and no XLA compilation is spent on random generation; stack
+  several seeds with `montecarlo.stack` to vmap over them.
   """
   dtype = dtype or jnp.zeros(()).dtype
+  rng = np.random.default_rng(seed)
   k, d = problem.num_domains, problem.dim
-  k_theta, k_data = jax.random.split(key)
-  theta = problem.theta_scale * jax.random.normal(k_theta, (d,), dtype) / np.sqrt(d)
-  chol = jnp.asarray(np.linalg.cholesky(problem.cov), dtype)
-  sd = jnp.sqrt(jnp.asarray(problem.sigma2, dtype))
+  theta = problem.theta_scale * rng.standard_normal(d) / np.sqrt(d)
+  chol = np.linalg.cholesky(problem.cov)
+  sd = np.sqrt(problem.sigma2)
 
-  def split_pool(kk, counts):
+  def pool(counts):
     n_max = max(counts)
-    kx, ke = jax.random.split(kk)
-    z = jax.random.normal(kx, (k, n_max, d), dtype)
-    x = jnp.einsum("kde,kne->knd", chol, z)
-    y = x @ theta + sd[:, None] * jax.random.normal(ke, (k, n_max), dtype)
-    mask = jnp.arange(n_max)[None, :] < jnp.asarray(counts)[:, None]
-    x = jnp.where(mask[..., None], x, 0.0)
-    y = jnp.where(mask, y, 0.0)
-    return Pools({"x": x, "y": y}, jnp.asarray(counts, jnp.int32))
+    x = np.einsum("kde,kne->knd", chol, rng.standard_normal((k, n_max, d)))
+    y = x @ theta + sd[:, None] * rng.standard_normal((k, n_max))
+    mask = np.arange(n_max)[None, :] < np.asarray(counts)[:, None]
+    return Pools({"x": jnp.asarray(np.where(mask[..., None], x, 0.0), dtype),
+                  "y": jnp.asarray(np.where(mask, y, 0.0), dtype)},
+                 jnp.asarray(counts, jnp.int32))
 
-  k_train, k_val = jax.random.split(k_data)
-  return theta, split_pool(k_train, problem.n_train), split_pool(k_val, problem.n_val)
+  train = pool(problem.n_train)
+  return jnp.asarray(theta, dtype), train, pool(problem.n_val)
 
 
 # --------------------------------------------------------------------------- losses

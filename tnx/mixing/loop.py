@@ -96,6 +96,7 @@ class MixingConfig:
 class MixState(NamedTuple):
   w: jax.Array       # [K] loss weights (sum pi w = 1)
   b: jax.Array       # [K] int32 examples per domain per step
+  b_base: jax.Array  # [K] int32 allocation without sampling updates (b ~ pi or fixed)
   noise: W.EMA       # FGLS noise estimates sigma_i^2
   v2: W.EMA          # VA within-domain gradient variance estimates
 
@@ -131,21 +132,29 @@ class Loop:
 
   # ------------------------------------------------------------------------ state
   def init(self, key: jax.Array, params: Any, train: Pools, pi_K: jax.Array,
-           w0_K: jax.Array | None = None) -> LoopState:
+           w0_K: jax.Array | None = None, b0_K: jax.Array | None = None,
+           switches: dict[str, jax.Array] | None = None) -> LoopState:
+    """Initial state. b0_K (traced, sum B) overrides the baseline allocation (b ~ pi, or
+    cfg.batch_counts for 'fixed'); `switches` as in `run`."""
     cfg, k = self.cfg, train.n.shape[0]
     dtype = pi_K.dtype
-    w = W.normalize(pi_K, jnp.ones((k,), dtype) if w0_K is None else w0_K)
+    w = W.normalize(pi_K, jnp.ones((k,), dtype) if w0_K is None else w0_K.astype(dtype))
     noise = W.ema_init(k, 1.0, dtype)
     v2 = W.ema_init(k, 1.0, dtype)
-    if cfg.sampling_rule == "fixed":
-      b = jnp.asarray(cfg.batch_counts, jnp.int32)
-    elif cfg.sampling_rule == "va":  # initial probe (one pass before training)
+    if b0_K is not None:
+      b_base = b0_K.astype(jnp.int32)
+    elif cfg.sampling_rule == "fixed":
+      b_base = jnp.asarray(cfg.batch_counts, jnp.int32)
+    else:
+      b_base = S.proportional_allocation(pi_K, cfg.batch_size)
+    b = b_base
+    if cfg.sampling_rule == "va":  # initial probe (one pass before training)
       v2 = W.ema_update(v2, self.probe_variance(params, key, train), cfg.ema, from_first=True)
       b = S.allocate(pi_K, w, jnp.sqrt(v2.value), cfg.batch_size, cfg.rounding)
-    else:
-      b = S.proportional_allocation(pi_K * (w if cfg.sampling_rule == "pi_w" else 1.0),
-                                    cfg.batch_size)
-    return LoopState(params, self.tx.init(params), MixState(w, b, noise, v2),
+    elif cfg.sampling_rule == "pi_w":
+      b = S.proportional_allocation(pi_K * w, cfg.batch_size)
+    b = _switch(switches, "sampling", b, b_base)
+    return LoopState(params, self.tx.init(params), MixState(w, b, b_base, noise, v2),
                      jnp.zeros((), jnp.int32))
 
   # ------------------------------------------------------------------------ one SGD step
@@ -197,7 +206,9 @@ class Loop:
 
   # ------------------------------------------------------------------------ weight update
   def update_weights(self, state: LoopState, key: jax.Array, train: Pools, val: Pools,
-                     pi_K: jax.Array, rnd: jax.Array) -> tuple[LoopState, dict[str, jax.Array]]:
+                     pi_K: jax.Array, rnd: jax.Array,
+                     switches: dict[str, jax.Array] | None = None
+                     ) -> tuple[LoopState, dict[str, jax.Array]]:
     """One round's update of w (loss rule) then b (sampling rule, using the new w)."""
     cfg, mix = self.cfg, state.mix
     k_val, k_probe = jax.random.split(key)
@@ -213,6 +224,7 @@ class Loop:
                             gamma2=cfg.erma_gamma2, g=g)
     else:
       w_new = mix.w
+    w_new = _switch(switches, "loss", w_new.astype(mix.w.dtype), mix.w)
     w = jnp.where(state.step >= cfg.warmup_steps, w_new, mix.w)
     v2, b = mix.v2, mix.b
     if cfg.sampling_rule == "va":
@@ -221,13 +233,21 @@ class Loop:
       b = S.allocate(pi_K, w, jnp.sqrt(v2.value), cfg.batch_size, cfg.rounding)
     elif cfg.sampling_rule == "pi_w":
       b = S.proportional_allocation(pi_K * w, cfg.batch_size)
-    new = state._replace(mix=MixState(w, b, noise, v2))
+    b = _switch(switches, "sampling", b, mix.b_base)
+    new = state._replace(mix=MixState(w, b, mix.b_base, noise, v2))
     return new, {"val_loss": loss_K, "val_var": var_K}
 
   # ------------------------------------------------------------------------ full run
   def run(self, key: jax.Array, params: Any, train: Pools, val: Pools, pi_K: jax.Array, *,
-          steps: int, w0_K: jax.Array | None = None) -> tuple[LoopState, dict[str, jax.Array]]:
+          steps: int, w0_K: jax.Array | None = None, b0_K: jax.Array | None = None,
+          switches: dict[str, jax.Array] | None = None
+          ) -> tuple[LoopState, dict[str, jax.Array]]:
     """`steps` SGD steps in rounds of `update_every` (jit/vmap-able; `steps` static).
+
+    `switches` = {'loss': bool[], 'sampling': bool[]} (traced) turns the configured rules off
+    (w stays w0; b stays the baseline allocation): one compiled program with
+    cfg = (fgls|erma, va) then runs all four methods of the paper's grid, vmapped (see
+    `method_switches`).
 
     Randomness: the batch stream depends only on (key, step), per domain, and the update
     stream only on (key, round), so methods run on the same key share their draws.
@@ -239,7 +259,7 @@ class Loop:
     if steps % tau:
       raise ValueError(f"steps={steps} must be a multiple of update_every={tau}")
     k_init, k_batch, k_update = jax.random.split(key, 3)
-    state = self.init(k_init, params, train, pi_K, w0_K)
+    state = self.init(k_init, params, train, pi_K, w0_K, b0_K, switches)
 
     def one_round(state, r):
       def one_step(st, t):
@@ -247,7 +267,7 @@ class Loop:
 
       state, ms = jax.lax.scan(one_step, state, r * tau + jnp.arange(tau))
       state, stats = self.update_weights(state, jax.random.fold_in(k_update, r), train, val,
-                                         pi_K, r.astype(pi_K.dtype))
+                                         pi_K, r.astype(pi_K.dtype), switches)
       out = {"step": state.step, "w": state.mix.w, "b": state.mix.b,
              "noise": state.mix.noise.value, "v2": state.mix.v2.value,
              "objective": jnp.mean(ms["objective"]),
@@ -257,6 +277,25 @@ class Loop:
       return state, out
 
     return jax.lax.scan(one_round, state, jnp.arange(steps // tau))
+
+
+def _switch(switches: dict[str, jax.Array] | None, name: str, on: jax.Array, off: jax.Array
+            ) -> jax.Array:
+  if switches is None or name not in switches:
+    return on
+  return jnp.where(switches[name], on, off)
+
+
+METHODS = ("uniform", "loss", "sampling", "both")
+
+
+def method_switches(methods: tuple[str, ...] = METHODS) -> dict[str, jax.Array]:
+  """Switch arrays [M] for `Loop.run` (vmap over them): 'uniform' (neither rule), 'loss'
+  (loss rule only), 'sampling' (sampling rule only), 'both'."""
+  for m in methods:
+    validation.one_of("method", m, METHODS)
+  return {"loss": jnp.array([m in ("loss", "both") for m in methods]),
+          "sampling": jnp.array([m in ("sampling", "both") for m in methods])}
 
 
 def check_inputs(cfg: MixingConfig, train: Pools, val: Pools, pi: Any, w0: Any = None

@@ -3,7 +3,7 @@ Python-loop reference, and mean / standard-error summaries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -21,42 +21,44 @@ def seed_keys(num_seeds: int, base_seed: int = 0) -> jax.Array:
       jnp.arange(num_seeds))
 
 
-def run_vmapped(fn: Callable[..., Any], keys: jax.Array, settings: Any = None, *,
-                prepare: Callable[[jax.Array], Any] | None = None) -> Any:
-  """All runs in one jitted program: fn(key[, inputs][, setting]) vmapped over keys (and over
-  `settings`, a pytree with a leading axis S), giving leaves [N, ...] or [S, N, ...].
+def stack(trees: Sequence[Any]) -> Any:
+  """Stacks per-seed pytrees (e.g. data sets from `linreg.sample`) along a new leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
-  `prepare(key) -> inputs` builds per-seed inputs (data sets) with `lax.map`, i.e. one seed
-  after another: XLA on CPU compiles vmapped threefry generation of large arrays very slowly
-  (tens of seconds), while the training itself vmaps well.
-  """
-  def all_runs(keys, settings):
-    inputs = () if prepare is None else (jax.lax.map(prepare, keys),)
-    call = lambda k, x, s: fn(k, *x) if settings is None else fn(k, *x, s)
-    over_keys = lambda s: jax.vmap(lambda k, *x: call(k, x, s))(keys, *inputs)
+
+def run_vmapped(fn: Callable[..., Any], keys: jax.Array, settings: Any = None, *,
+                inputs: Any = None) -> Any:
+  """All runs in one jitted program: fn(key[, input][, setting]) vmapped over the N keys (with
+  `inputs`, a pytree with leading axis N, e.g. one data set per seed) and over `settings` (a
+  pytree with leading axis S), giving leaves [N, ...] or [S, N, ...]."""
+  def all_runs(keys, inputs, settings):
+    extra = () if inputs is None else (inputs,)
+    axes = (0,) + ((0,) if inputs is not None else ())
+
+    def over_keys(s):
+      call = (lambda k, *x: fn(k, *x)) if settings is None else (lambda k, *x: fn(k, *x, s))
+      return jax.vmap(call, in_axes=axes)(keys, *extra)
+
     return over_keys(None) if settings is None else jax.vmap(over_keys)(settings)
 
-  return jax.jit(all_runs)(keys, settings)
+  return jax.jit(all_runs)(keys, inputs, settings)
 
 
 def run_loop(fn: Callable[..., Any], keys: jax.Array, settings: Any = None, *,
-             prepare: Callable[[jax.Array], Any] | None = None) -> Any:
+             inputs: Any = None) -> Any:
   """The same results as `run_vmapped` from a Python loop (one jitted call per run)."""
-  def one(key, setting):
-    args = () if prepare is None else (prepare(key),)
+  def one(key, x, setting):
+    args = () if x is None else (x,)
     return fn(key, *args) if setting is None else fn(key, *args, setting)
 
   f = jax.jit(one)
   n = keys.shape[0]
-  stack = lambda outs: jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  pick = lambda tree, i: None if tree is None else jax.tree.map(lambda a: a[i], tree)
   if settings is None:
-    return stack([f(keys[i], None) for i in range(n)])
+    return stack([f(keys[i], pick(inputs, i), None) for i in range(n)])
   s = jax.tree.leaves(settings)[0].shape[0]
-  rows = []
-  for j in range(s):
-    setting = jax.tree.map(lambda x, j=j: x[j], settings)
-    rows.append(stack([f(keys[i], setting) for i in range(n)]))
-  return stack(rows)
+  return stack([stack([f(keys[i], pick(inputs, i), pick(settings, j)) for i in range(n)])
+                for j in range(s)])
 
 
 def mean_se(x: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

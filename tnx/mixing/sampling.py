@@ -1,4 +1,4 @@
-"""Sampling weights for K domains (arXiv 2511.06913, Sec. 4): the stratified mini-batch and its
+"""Sampling weights for K domains (arXiv 2511.06913): the stratified mini-batch and its
 variance, the variance-aware (Neyman) allocation b_i* proportional to pi_i w_i v_i, integer
 rounding, and the fixed-size slot layout that lets b(t) change without recompiling.
 

@@ -1,10 +1,10 @@
 """Classification domains for the paper's logistic-regression and neural-network experiments
-(arXiv 2511.06913 Sec. 5, Figs. 2-3), as Pools plus clean test sets.
+(arXiv 2511.06913, Figs. 2-3), as Pools plus clean test sets.
 
-Logistic: domain i draws x ~ N(0, C_i I_D), y ~ Bernoulli(sigmoid(theta*^T x)) and flips each
-training/validation label with probability rho_i; test labels are clean. The test metrics are
-expectations over the clean label given x (p = sigmoid(theta*^T x)), which removes label-sampling
-noise from the comparison.
+Logistic (host-generated from an int seed): domain i draws x ~ N(0, C_i I_D),
+y ~ Bernoulli(sigmoid(theta*^T x)) and flips each training/validation label with probability
+rho_i; test labels are clean. The test metrics are expectations over the clean label given x
+(p = sigmoid(theta*^T x)), which removes label-sampling noise from the comparison.
 
 Digits: scikit-learn's bundled 8x8 digits (1797 images, offline), split into a clean test set
 and K domains drawn from the same images' distribution; domain i replaces a fraction rho_i of its
@@ -35,12 +35,12 @@ def logistic_loss(theta: jax.Array, example: dict[str, jax.Array]) -> jax.Array:
   return jax.nn.softplus(z) - example["y"] * z
 
 
-def logistic_domains(key: jax.Array, *, d: int = 10, c: Sequence[float] = (1.0, 1.0),
+def logistic_domains(seed: int, *, d: int = 10, c: Sequence[float] = (1.0, 1.0),
                      flip: Sequence[float] = (0.1, 0.1), n_train: int = 2000, n_val: int = 500,
                      n_test: int = 2000, theta_scale: float = 3.0, dtype: Any = None
                      ) -> tuple[jax.Array, P.Pools, P.Pools, dict[str, jax.Array]]:
   """(theta* [D], train Pools, val Pools, test {'x': [K, T, D], 'p': [K, T]} with p the clean
-  probability of y = 1). jit-able; flip rates must lie in [0, 0.5)."""
+  probability of y = 1), generated on the host from `seed`; flip rates lie in [0, 0.5)."""
   c = W.check_vector("c", c, positive=True)
   flip = np.asarray(flip, np.float64)
   if flip.shape != c.shape or np.any(~np.isfinite(flip)) or np.any(flip < 0) or \
@@ -48,25 +48,22 @@ def logistic_domains(key: jax.Array, *, d: int = 10, c: Sequence[float] = (1.0, 
     raise ValueError(f"flip must have {len(c)} entries in [0, 0.5), got {flip.tolist()}")
   dtype = dtype or jnp.zeros(()).dtype
   k = len(c)
-  k_theta, k_tr, k_va, k_te = jax.random.split(key, 4)
-  theta = theta_scale * jax.random.normal(k_theta, (d,), dtype) / np.sqrt(d)
-  scale = jnp.sqrt(jnp.asarray(c, dtype))[:, None, None]
+  rng = np.random.default_rng(seed)
+  theta = theta_scale * rng.standard_normal(d) / np.sqrt(d)
 
-  def draw(kk, n, noisy):
-    kx, ky, kf = jax.random.split(kk, 3)
-    x = scale * jax.random.normal(kx, (k, n, d), dtype)
-    p = jax.nn.sigmoid(x @ theta)
-    y = (jax.random.uniform(ky, (k, n), dtype) < p).astype(dtype)
+  def draw(n, noisy):
+    x = np.sqrt(c)[:, None, None] * rng.standard_normal((k, n, d))
+    p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+    y = (rng.random((k, n)) < p).astype(np.float64)
     if noisy:
-      f = jax.random.uniform(kf, (k, n), dtype) < jnp.asarray(flip, dtype)[:, None]
-      y = jnp.where(f, 1.0 - y, y)
-    return x, y, p
+      y = np.where(rng.random((k, n)) < flip[:, None], 1.0 - y, y)
+    return jnp.asarray(x, dtype), jnp.asarray(y, dtype), jnp.asarray(p, dtype)
 
-  x, y, _ = draw(k_tr, n_train, True)
-  xv, yv, _ = draw(k_va, n_val, True)
-  xt, _, pt = draw(k_te, n_test, False)
+  x, y, _ = draw(n_train, True)
+  xv, yv, _ = draw(n_val, True)
+  xt, _, pt = draw(n_test, False)
   counts = lambda n: jnp.full((k,), n, jnp.int32)
-  return (theta, P.Pools({"x": x, "y": y}, counts(n_train)),
+  return (jnp.asarray(theta, dtype), P.Pools({"x": x, "y": y}, counts(n_train)),
           P.Pools({"x": xv, "y": yv}, counts(n_val)), {"x": xt, "p": pt})
 
 

@@ -1,4 +1,4 @@
-"""Loss weights for K domains (arXiv 2511.06913, Sec. 3): validation, normalisation, the optimal
+"""Loss weights for K domains (arXiv 2511.06913): validation, normalisation, the optimal
 (GLS) weights for linear regression, and the two online rules, one-shot FGLS and ERMA.
 
 Notation (dimension letter K = number of domains):
@@ -139,7 +139,7 @@ def fgls_weights(noise_K: jax.Array, n_K: jax.Array, pi_K: jax.Array) -> jax.Arr
 
 def erma_update(w_K: jax.Array, pi_K: jax.Array, loss_K: jax.Array, var_K: jax.Array, *,
                 gamma1: float, gamma2: float, g: jax.Array | float = 1.0) -> jax.Array:
-  """One ERMA step (arXiv 2511.06913 Sec. 4): multiplicative in log space, then renormalised,
+  """One ERMA step (arXiv 2511.06913): multiplicative in log space, then renormalised,
 
     log w_i <- log w_i + gamma1 pi_i G L_i - gamma2 pi_i w_i Var_i,   sum_i pi_i w_i = 1.
 
