@@ -164,7 +164,7 @@ def test_bad_noise_scale_and_users_raise():
     stats.exact_statistics(bad, O)
 
 
-@hypothesis.settings(max_examples=12, deadline=None,
+@hypothesis.settings(max_examples=8, deadline=None,
                      suppress_health_check=[hypothesis.HealthCheck.too_slow])
 @hypothesis.given(seed=st.integers(0, 2 ** 31 - 1), n=st.just(30),
                   eps=st.sampled_from([0.5, 1.0, 4.0]), delta=st.sampled_from([1e-6, 1e-5]),

@@ -160,18 +160,19 @@ def sample_chunks(key: jax.Array, mixture: TypeMixture, num_users: int,
   dispatched before the current one is handed out, so sampling overlaps the consumer.
   """
   num_users = validation.positive_int("num_users", num_users)
-  chunk_users = validation.positive_int("chunk_users", chunk_users)
+  chunk_users = min(validation.positive_int("chunk_users", chunk_users), num_users)
   block_size = validation.positive_int("block_size", min(block_size, chunk_users))
   cdf = slot_cdf(mixture)
   starts = list(range(0, num_users, chunk_users))
-  draw = lambda c: _sample_chunk(jax.random.fold_in(key, c), cdf,
-                                 min(chunk_users, num_users - starts[c]), block_size)
+  # Every chunk has the full shape (one compilation); the last one is trimmed.
+  draw = lambda c: _sample_chunk(jax.random.fold_in(key, c), cdf, chunk_users, block_size)
   pending = draw(0)
   for c, start in enumerate(starts):
     current = pending
     if c + 1 < len(starts):
       pending = draw(c + 1)
-    yield start, np.asarray(current[0]), np.asarray(current[1])
+    n = min(chunk_users, num_users - start)
+    yield start, np.asarray(current[0])[:n], np.asarray(current[1])[:n]
 
 
 def sample_slots(key: jax.Array, mixture: TypeMixture, num_users: int,
