@@ -5,8 +5,10 @@ arXiv 2506.23855 (Sec. 6) to validate the synthetic data: two unrelated sites ob
 population for R epochs; the attacker holds the site-1 traces of all N users and the site-2
 trace of one user and names the site-1 user whose trace scores highest.
 
-A trace is the per-epoch topic a site was given (`api.site_topics`): a site that calls once a
-week collects it, since a call exposes the last 3 epochs and the (site, epoch) draw is fixed.
+A trace is the per-epoch topic a site was given (`api.site_topics`), as in prior work. A site
+calling once a week sees each epoch in 3 calls (the (site, epoch) draw is fixed); when a call's
+de-duplicated list hides a repeat, the new epoch's topic is one it already holds, which this
+attacker is assumed to resolve.
 
 Score ("asymmetric weighted Hamming"): with q_in = (1-p)/k + p/|O|, q_out = p/|O|, and
 pi_t the estimated share of users whose set holds topic t,
