@@ -2,7 +2,8 @@
 
 The one k-means of tnx (data selection clusters trajectories with it; the non-private path of
 tnx.privacy.clustering runs it on coresets). Everything is deterministic given a PRNG key and
-jit-compiled per shape; inputs may be sharded row-wise (the segment sums reduce across shards).
+jit-compiled per padded shape (zero-weight rows and zero columns are added so that nearby sizes
+share a compilation); inputs may be sharded row-wise (the segment sums reduce across shards).
 
 Dimension letters: N points, D features, K clusters, L candidate centres per k-means++ step,
 I Lloyd iterations.
@@ -88,6 +89,19 @@ def _check(x_NxD, k: int, weights_N) -> tuple[jax.Array, jax.Array, int]:
   return x, w, k
 
 
+def _bucket(n: int) -> int:
+  """Padded point count: the next power of two up to 4096, then a multiple of 4096."""
+  return 1 << max(0, (n - 1).bit_length()) if n <= 4096 else -(-n // 4096) * 4096
+
+
+def _pad(x_NxD: jax.Array, w_N: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Zero-weight rows up to `_bucket(N)` and zero columns up to a multiple of 8: distances,
+  seeding draws and Lloyd updates are unchanged, and nearby shapes share one compilation."""
+  n, d = x_NxD.shape
+  x = jnp.pad(x_NxD, ((0, _bucket(n) - n), (0, -d % 8)))
+  return x, jnp.pad(w_N, (0, _bucket(n) - n))
+
+
 def default_local_trials(k: int) -> int:
   """scikit-learn's number of greedy k-means++ candidates: 2 + floor(log k)."""
   return 2 + int(math.log(k))
@@ -108,7 +122,8 @@ def kmeans_plusplus(key: jax.Array, x_NxD: jax.Array, k: int,
   x, w, k = _check(x_NxD, k, weights_N)
   trials = default_local_trials(k) if local_trials is None else validation.positive_int(
       "local_trials", local_trials)
-  return _kmeans_plusplus(key, x, w, k, trials)
+  d = x.shape[1]
+  return _kmeans_plusplus(key, *_pad(x, w), k, trials)[:, :d]
 
 
 @functools.partial(jax.jit, static_argnames=("k", "trials"))
@@ -153,7 +168,10 @@ def lloyd(x_NxD: jax.Array, init_centres_KxD: jax.Array, weights_N: jax.Array | 
   num_iters = validation.positive_int("num_iters", num_iters)
   tol = validation.non_negative("tol", tol)
   tol_abs = tol * jnp.mean(jnp.var(x, axis=0))
-  return _lloyd(x, c0.astype(x.dtype), w, tol_abs, num_iters)
+  (n, d), (xp, wp) = x.shape, _pad(x, w)
+  c0 = jnp.pad(c0.astype(x.dtype), ((0, 0), (0, xp.shape[1] - d)))
+  res = _lloyd(xp, c0, wp, tol_abs, num_iters)
+  return res._replace(centres_KxD=res.centres_KxD[:, :d], labels_N=res.labels_N[:n])
 
 
 @functools.partial(jax.jit, static_argnames="num_iters")
@@ -180,7 +198,8 @@ def _lloyd(x_NxD, c_KxD, w_N, tol_abs, num_iters):
     i, c_KxD, labels_N, hist_I, _ = carry
     new_labels_N, current, new_KxD = update(c_KxD)
     shift = jnp.sum((new_KxD - c_KxD) ** 2)
-    done = jnp.all(new_labels_N == labels_N) | (shift <= tol_abs)
+    # Weight-0 rows (padding) move no centre, so only weighted labels decide convergence.
+    done = jnp.all((new_labels_N == labels_N) | (w_N <= 0)) | (shift <= tol_abs)
     hist_I = hist_I.at[i].set(current)
     return i + 1, new_KxD, new_labels_N, hist_I, done
 

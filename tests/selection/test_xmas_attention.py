@@ -21,9 +21,8 @@ def caps():
   """Captures of a tiny float64 model on 15 items (3 per family, text-only included), at the
   pool's length and with EXTRA_PAD more padding positions."""
   dcfg = data.ShapesVQAConfig(image_dim=8)
-  m = model.build(model.for_shapes_vqa(dcfg, d_model=16, n_layers=2, n_heads=2,
-                                       dtype="float64"), 0)
-  graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+  graphdef, params, rest = model.init(model.for_shapes_vqa(
+      dcfg, d_model=16, n_layers=2, n_heads=2, dtype="float64"), 0)
   pool = {k: v for k, v in data.test_set(3, 3, dcfg).items() if k in KEYS + ("has_image",)}
   longer = dict(pool)
   for k in ("tokens",) + trajectory.MASK_KEYS:

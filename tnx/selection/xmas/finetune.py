@@ -125,11 +125,10 @@ def _constant_lr(tc: TrainConfig) -> bool:
   return tc.warmup_steps == 0 and tc.final_lr_ratio == 1.0
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled(cfg: model_lib.VLMConfig, tc: TrainConfig, total: int) -> tuple[Any, Any, Any]:
-  """(graphdef, optimizer, jitted train step), shared by every run of the same model and
-  optimizer (with a constant learning rate the step does not depend on the run length), so
-  many subset trainings compile once."""
+def _compiled(cfg: model_lib.VLMConfig, tc: TrainConfig, total: int) -> tuple[Any, ...]:
+  """(graphdef, optimizer, jitted train step, jitted state init), shared by every run of the
+  same model and optimizer (with a constant learning rate the step does not depend on the
+  run length), so many subset trainings compile once."""
   return _compiled_for(cfg, tc, 1 if _constant_lr(tc) else total)
 
 
@@ -138,15 +137,19 @@ def _compiled_for(cfg: model_lib.VLMConfig, tc: TrainConfig, total: int):
   tx = optim.make_optimizer(tc.opt(), total)
   graphdef = nnx.split(nnx.eval_shape(lambda: model_lib.build(cfg, 0)), nnx.Param, ...)[0]
   step = steps.make_train_step(graphdef, tx, optim.schedule(tc.opt(), total))
-  return graphdef, tx, jax.jit(step, donate_argnums=0)
+  init = jax.jit(lambda key: init_state(cfg, key, tx)[1])
+  return graphdef, tx, jax.jit(step, donate_argnums=0), init
 
 
-def init_state(cfg: model_lib.VLMConfig, seed: int, tx: Any) -> tuple[Any, dict[str, Any]]:
-  graphdef, params, rest = nnx.split(model_lib.build(cfg, seed), nnx.Param, ...)
+def init_state(cfg: model_lib.VLMConfig, key: jax.Array, tx: Any
+               ) -> tuple[Any, dict[str, Any]]:
+  """(graphdef, train state) of a fresh model initialised from `key` (jit-friendly)."""
+  graphdef, params, rest = nnx.split(model_lib.VisionLanguageModel(cfg, rngs=nnx.Rngs(key)),
+                                     nnx.Param, ...)
   params = nnx.to_pure_dict(params)
   return graphdef, {"params": params, "rest": nnx.to_pure_dict(rest),
                     "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-                    "rng": jax.random.key_data(jax.random.key(seed))}
+                    "rng": jax.random.key_data(key)}
 
 
 def train(cfg: model_lib.VLMConfig, pool: dict[str, np.ndarray], indices: np.ndarray,
@@ -160,9 +163,11 @@ def train(cfg: model_lib.VLMConfig, pool: dict[str, np.ndarray], indices: np.nda
     raise ValueError(f"indices must be a non-empty 1-D array, got shape {indices.shape}")
   per_epoch = math.ceil(len(indices) / tc.batch_size)
   total = per_epoch * tc.epochs
-  graphdef, tx, step_fn = _compiled(cfg, tc, total)
-  state = init_state(cfg, seed, tx)[1]
+  graphdef, tx, step_fn, init_fn = _compiled(cfg, tc, total)
+  state = init_fn(jax.random.key(seed))
   sharding = batch_sharding(mesh, tc.batch_size)
+  if sharding is not None:   # replicated like the step's outputs: one compilation
+    state = jax.device_put(state, shd.named(mesh))
   save_at, ckpt = set(), None
   if checkpoint_dir is not None:
     save_at = set(checkpoint_steps(total, validation.positive_int("num_checkpoints",
@@ -197,7 +202,7 @@ def load_checkpoints(trained: Trained, cfg: model_lib.VLMConfig, tc: TrainConfig
     raise ValueError("the run saved no checkpoints (train(..., checkpoint_dir=None))")
   total = max(trained.checkpoint_steps)
   tx = optim.make_optimizer(tc.opt(), max(total, 1))
-  abstract = jax.eval_shape(lambda: init_state(cfg, 0, tx)[1])
+  abstract = jax.eval_shape(lambda: init_state(cfg, jax.random.key(0), tx)[1])
   ckpt = ckpt_lib.Checkpointer(trained.checkpoint_dir, create=False)
   try:
     out = []

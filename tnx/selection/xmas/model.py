@@ -16,6 +16,7 @@ Inputs: {'tokens': [B, L] int32, 'image': [B, N_I, F] float}. Output: logits [B,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -117,7 +118,20 @@ def for_shapes_vqa(data_cfg: shapes.ShapesVQAConfig | None = None, *,
 
 
 def build(cfg: VLMConfig, seed: int) -> VisionLanguageModel:
-  return VisionLanguageModel(cfg, rngs=nnx.Rngs(seed))
+  return VisionLanguageModel(cfg, rngs=nnx.Rngs(jax.random.key(seed)))
+
+
+@functools.lru_cache(maxsize=8)
+def _init_fn(cfg: VLMConfig) -> Any:
+  return jax.jit(lambda key: nnx.split(VisionLanguageModel(cfg, rngs=nnx.Rngs(key)),
+                                       nnx.Param, ...)[1:])
+
+
+def init(cfg: VLMConfig, seed: int) -> tuple[Any, Any, Any]:
+  """(graphdef, params, rest) of a fresh model, initialised in one compiled call."""
+  graphdef = nnx.split(nnx.eval_shape(lambda: build(cfg, seed)), nnx.Param, ...)[0]
+  params, rest = _init_fn(cfg)(jax.random.key(seed))
+  return graphdef, params, rest
 
 
 def num_params(model: nnx.Module) -> int:

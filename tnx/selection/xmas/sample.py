@@ -14,8 +14,8 @@ number of eligible examples, exactly `budget` examples are returned (if the j-th
 less than its quota, every later cluster is larger than that quota, and the floor leaves at
 most m - j - 1 examples behind, which the later clusters can absorb). The public code draws the
 text-only cluster with a sampler that fails when its quota exceeds its size; here it is capped
-and carries its surplus like any other cluster. Random draws use one PRNG key per cluster
-(`fold_in(key, cluster id)`), so the result is a deterministic function of the key.
+and carries its surplus like any other cluster. Random draws use one generator per cluster seeded
+from `fold_in(key, cluster id)`, so the result is a deterministic function of the key.
 """
 
 from __future__ import annotations
@@ -46,6 +46,13 @@ def budget_count(budget: float | int, n: int) -> int:
     raise ValueError(f"budget must be a count in [1, {n}] or a fraction in (0, 1], got "
                      f"{budget!r}")
   return max(1, int(math.floor(b * n)))
+
+
+def cluster_rng(key: jax.Array, cluster_id: int) -> np.random.Generator:
+  """Host generator of one cluster's draws, seeded from `fold_in(key, cluster_id)` (numpy:
+  no compilation per cluster size)."""
+  data = np.asarray(jax.random.key_data(jax.random.fold_in(key, cluster_id)))
+  return np.random.default_rng(data.ravel().tolist())
 
 
 def balanced_sample(key: jax.Array, labels_N: np.ndarray, stability_N: np.ndarray | None,
@@ -99,8 +106,7 @@ def balanced_sample(key: jax.Array, labels_N: np.ndarray, stability_N: np.ndarra
     if take == 0:
       continue
     if within == "random" or int(c) in random_set:
-      perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, int(c)), len(members)))
-      picked = members[perm[:take]]
+      picked = members[cluster_rng(key, int(c)).permutation(len(members))[:take]]
     else:
       score = tv[members] if within == "stable" else -tv[members]
       picked = members[np.lexsort((members, score))[:take]]
