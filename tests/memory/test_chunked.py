@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tnx.memory import chunked
+from tnx.memory import chunked, gates
 from tnx.memory import model as mm
 
 B, H, K = 2, 2, 3
@@ -28,6 +28,9 @@ def _problem(seed, length, depth=2, ln_residual=False, momentum=False, forget=Fa
   lr = lr_scale * jax.random.uniform(ks[4], (B, H, length), jnp.float64)
   md = jax.random.uniform(ks[5], (B, H, length), jnp.float64, 0.5, 0.95) if momentum else None
   fo = jax.random.uniform(ks[6], (B, H, length), jnp.float64, 0.0, 0.2) if forget else None
+  # The primitive takes the gates as logs: log(momentum decay) and log(1 - forget gate).
+  md = None if md is None else jnp.log(md)
+  fo = None if fo is None else jnp.log1p(-fo)
   return cfg, s0, ln, q, k, v, lr, md, fo
 
 
@@ -40,7 +43,7 @@ def _reference(cfg, s0, ln, q, k, v, lr, md, fo, chunk, retrieval="intra_chunk")
   for b, h in itertools.product(range(B), range(H)):
     o, w = chunked.sequential_reference(
         cfg, jax.tree.map(lambda x: x[h], s0), q[b, h], k[b, h], v[b, h], lr[b, h],
-        chunk_size=chunk, mom_decay=_head(md, b, h), forget=_head(fo, b, h),
+        chunk_size=chunk, log_mom_decay=_head(md, b, h), log_retention=_head(fo, b, h),
         retrieval=retrieval, ln=None if ln is None else jax.tree.map(lambda x: x[h], ln))
     outs[b, h] = o
     states.append(w)
@@ -59,8 +62,8 @@ def _assert_state(carry_weights, states):
     (2, True, True, True), (3, False, True, True)])
 def test_chunk_one_equals_token_recurrence(depth, ln_residual, momentum, forget):
   p = _problem(0, 6, depth, ln_residual, momentum, forget)
-  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=1, mom_decay=p[7],
-                                    forget=p[8], ln=p[2])
+  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=1, log_mom_decay=p[7],
+                                    log_retention=p[8], ln=p[2])
   ref_o, ref_w = _reference(*p, chunk=1)
   np.testing.assert_allclose(o, ref_o, rtol=1e-10, atol=1e-10)
   _assert_state(carry.weights, ref_w)
@@ -70,8 +73,8 @@ def test_chunk_one_equals_token_recurrence(depth, ln_residual, momentum, forget)
 @pytest.mark.parametrize("retrieval", ["intra_chunk", "chunk_start"])
 def test_chunked_dual_form_equals_materialized_reference(chunk, length, retrieval):
   p = _problem(1, length, 2, True, True, True)
-  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=chunk, mom_decay=p[7],
-                                    forget=p[8], ln=p[2], retrieval=retrieval, remat_group=2)
+  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=chunk, log_mom_decay=p[7],
+                                    log_retention=p[8], ln=p[2], retrieval=retrieval, remat_group=2)
   ref_o, ref_w = _reference(*p, chunk=chunk, retrieval=retrieval)
   np.testing.assert_allclose(o, ref_o, rtol=1e-10, atol=1e-10)
   _assert_state(carry.weights, ref_w)
@@ -102,7 +105,8 @@ def test_titans_decay_closed_form_and_momentum_associative_scan():
   rng = np.random.default_rng(0)
   c = 6
   lr, alpha, eta = rng.uniform(0.1, 0.5, c), rng.uniform(0, 0.3, c), rng.uniform(0.3, 0.9, c)
-  g, f_vec, _, _, _ = chunked.chunk_coefficients(jnp.asarray(lr), None, jnp.asarray(alpha))
+  co = gates.chunk_coefficients(jnp.asarray(lr), log_retention=jnp.log1p(-jnp.asarray(alpha)))
+  g, f_vec = co.coef, co.a_vec
   beta = np.cumprod(1 - alpha)
   np.testing.assert_allclose(f_vec, beta, rtol=1e-12)
   np.testing.assert_allclose(g[-1], lr * beta[-1] / beta, rtol=1e-12)
@@ -115,7 +119,9 @@ def test_titans_decay_closed_form_and_momentum_associative_scan():
   for t in range(c):
     s = eta[t] * s - lr[t] * u[t]
     s_loop.append(s)
-  _, _, _, gm, p_vec = chunked.chunk_coefficients(jnp.asarray(lr), jnp.asarray(eta), None)
+  co = gates.chunk_coefficients(jnp.asarray(lr), log_mom_decay=jnp.log(jnp.asarray(eta)),
+                                momentum=True)
+  gm, p_vec = co.coef_s, co.p_vec
   np.testing.assert_allclose(s_scan, np.stack(s_loop), rtol=1e-12, atol=1e-14)
   np.testing.assert_allclose(-gm, np.stack(s_loop), rtol=1e-12, atol=1e-14)
   np.testing.assert_allclose(p_vec, np.cumprod(eta), rtol=1e-12)
@@ -123,12 +129,12 @@ def test_titans_decay_closed_form_and_momentum_associative_scan():
 
 def test_causality_of_primitive():
   p = _problem(3, 9, 2, True, True, True)
-  o1, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, mom_decay=p[7],
-                                 forget=p[8], ln=p[2])
+  o1, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, log_mom_decay=p[7],
+                                 log_retention=p[8], ln=p[2])
   bump = lambda x: x.at[:, :, 5:].add(1.0)
   lr2 = p[6].at[:, :, 5:].mul(1.5)
   o2, _ = chunked.chunked_memory(p[0], p[1], bump(p[3]), bump(p[4]), bump(p[5]), lr2,
-                                 chunk_size=4, mom_decay=p[7], forget=p[8], ln=p[2])
+                                 chunk_size=4, log_mom_decay=p[7], log_retention=p[8], ln=p[2])
   np.testing.assert_array_equal(o1[:, :, :5], o2[:, :, :5])
   assert np.abs(o1[:, :, 5:] - o2[:, :, 5:]).max() > 1e-3
 
@@ -136,10 +142,10 @@ def test_causality_of_primitive():
 def test_padding_equals_truncated_sequence():
   p = _problem(4, 12, 2, False, True, True)
   cut = lambda x: None if x is None else x[:, :, :10]
-  o_full, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, mom_decay=p[7],
-                                     forget=p[8])
+  o_full, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, log_mom_decay=p[7],
+                                     log_retention=p[8])
   o_cut, carry = chunked.chunked_memory(p[0], p[1], *(cut(x) for x in p[3:7]), chunk_size=4,
-                                        mom_decay=cut(p[7]), forget=cut(p[8]))
+                                        log_mom_decay=cut(p[7]), log_retention=cut(p[8]))
   np.testing.assert_allclose(o_cut, o_full[:, :, :10], rtol=1e-12, atol=1e-12)
   _, ref_w = _reference(p[0], p[1], p[2], *(cut(x) for x in p[3:9]), chunk=4)
   _assert_state(carry.weights, ref_w)   # the padded tokens wrote nothing
@@ -147,13 +153,13 @@ def test_padding_equals_truncated_sequence():
 
 def test_decode_steps_equal_parallel_forward():
   p = _problem(5, 7, 2, True, True, True)
-  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=3, mom_decay=p[7],
-                                    forget=p[8], ln=p[2])
+  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=3, log_mom_decay=p[7],
+                                    log_retention=p[8], ln=p[2])
   c = chunked.init_carry(p[1], B, momentum=True)
   for t in range(7):
     at = lambda x: x[:, :, t]
     ot, c = chunked.decode_step(p[0], c, *(at(x) for x in p[3:7]), chunk_size=3,
-                                mom_decay=at(p[7]), forget=at(p[8]), ln=p[2])
+                                log_mom_decay=at(p[7]), log_retention=at(p[8]), ln=p[2])
     np.testing.assert_allclose(ot, o[:, :, t], rtol=1e-10, atol=1e-12)
   for got, want in zip(jax.tree.leaves(c), jax.tree.leaves(carry)):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
@@ -163,8 +169,8 @@ def test_gradients_through_inner_loop_match_finite_differences():
   cfg, s0, ln, q, k, v, lr, md, fo = _problem(6, 6, 2, True, True, True)
 
   def objective(s, lr_):
-    o, _ = chunked.chunked_memory(cfg, s, q, k, v, lr_, chunk_size=2, mom_decay=md, forget=fo,
-                                  ln=ln)
+    o, _ = chunked.chunked_memory(cfg, s, q, k, v, lr_, chunk_size=2, log_mom_decay=md,
+                                  log_retention=fo, ln=ln)
     return jnp.sum(jnp.sin(o))
 
   g_s, g_lr = jax.grad(objective, argnums=(0, 1))(s0, lr)
@@ -193,8 +199,8 @@ def test_bad_arguments_raise_value_error_naming_the_argument():
     chunked.chunked_memory(cfg, s0, q, k, v, lr[..., :2], chunk_size=2)
   with pytest.raises(ValueError, match="retrieval"):
     chunked.chunked_memory(cfg, s0, q, k, v, lr, chunk_size=2, retrieval="later")
-  with pytest.raises(ValueError, match="forget"):
-    chunked.chunked_memory(cfg, s0, q, k, v, lr, chunk_size=2, forget=lr * 0 + 1.5)
+  with pytest.raises(ValueError, match="log_retention"):
+    chunked.chunked_memory(cfg, s0, q, k, v, lr, chunk_size=2, log_retention=lr * 0 + 0.5)
   with pytest.raises(ValueError, match="inner_loss"):
     chunked.chunked_memory(cfg, s0, q, k, v, lr, chunk_size=2, inner_loss="cosine")
   with pytest.raises(ValueError, match="state0"):
@@ -208,8 +214,8 @@ def test_remat_grouping_leaves_gradients_unchanged():
 
   def grads(remat_group):
     def objective(s, q_):
-      o, _ = chunked.chunked_memory(cfg, s, q_, k, v, lr, chunk_size=2, mom_decay=md,
-                                    forget=fo, ln=ln, remat_group=remat_group)
+      o, _ = chunked.chunked_memory(cfg, s, q_, k, v, lr, chunk_size=2, log_mom_decay=md,
+                                    log_retention=fo, ln=ln, remat_group=remat_group)
       return jnp.sum(jnp.sin(o))
     return jax.jit(jax.grad(objective, argnums=(0, 1)))(s0, q)
 

@@ -1,23 +1,27 @@
 """The chunked deep-memory primitive shared by Titans, TTT, the TNT global/local branches.
 
-Recurrence (0-indexed, per head; TNT Eq. 3-4 with Titans momentum and forgetting). For token t
-in chunk c, with S_c the state at the chunk start and every gradient taken at S_c:
+Recurrence (0-indexed, per head; TNT Eq. 3-4 with Titans momentum and forgetting, Titans
+arXiv 2501.00663 Eq. 9-14). For token t in chunk c, with S_c the state at the chunk start and
+every gradient taken at S_c:
 
     u_t = grad_W loss(f(S_c, k_t), v_t)
-    M_t = beta_t M_{t-1} - lr_t u_t            (momentum; without it M_t = -lr_t u_t)
-    W_t = (1 - alpha_t) W_{t-1} + M_t          (forget gate; without it alpha_t = 0)
+    M_t = b_t M_{t-1} + lr_t u_t               (momentum; without it M_t = lr_t u_t)
+    W_t = a_t W_{t-1} - M_t                    (retention a_t = 1 - forget gate; 1 without)
     o_t = f(W_t, q_t)     (retrieval="intra_chunk": includes token t's own write)
     o_t = f(S_c, q_t)     (retrieval="chunk_start": the TNT global memory)
     S_{c+1} = W_{last token of chunk c}
 
-Chunk size 1 is the token-by-token recurrence. Inside a chunk the state is linear in the
-anchored gradients: W_t = F_t S_c + m_t M_c - sum_{tau<=t} G[t, tau] u_tau with scalar
-coefficients from the gates, so reads use the dual form per layer,
-    z = F * (h W_S + b_S) + m * (h W_M + b_M) - (G o (h a^T + 1)) d,
+The decay gates a_t and b_t enter as logs (`log_retention`, `log_mom_decay`; see
+`tnx.memory.gates` for how to compute them from logits so that no saturated gate gives a
+non-finite value or gradient). Chunk size 1 is the token-by-token recurrence. Inside a chunk
+the state is linear in the anchored gradients (`gates.chunk_coefficients`):
+W_t = A_t S_c - m_t M_c - sum_{tau<=t} coef[t, tau] u_tau, so reads use the dual form per layer,
+    z = A * (h W_S + b_S) - m * (h W_M + b_M) - (coef o (h a^T + 1)) d,
 and no per-token weights are ever materialized. `jax.lax.scan` runs over chunks; groups of
 `remat_group` chunks are rematerialized in the backward pass. A sequence whose length is not a
 multiple of C ends in a zero-padded chunk whose padded tokens write nothing: outputs on the
-valid prefix and the returned state equal those of the unpadded sequence.
+valid prefix and the returned state equal those of the unpadded sequence. A non-finite key,
+value or gate at token t reaches only what depends on it (`tnx.memory.finite`).
 
 Shapes: B batch, H heads, L length, K head dim, C chunk size.
 """
@@ -25,17 +29,17 @@ Shapes: B batch, H heads, L length, K head dim, C chunk size.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tnx import validation
+from tnx.memory import finite, gates
 from tnx.memory import model as mm
 
 RETRIEVALS = ("intra_chunk", "chunk_start")
-_LOG_FLOOR = -60.0  # gate products below e^-60 are treated as e^-60 (avoids -inf - -inf).
 
 
 class MemoryCarry(NamedTuple):
@@ -52,104 +56,64 @@ class MemoryCarry(NamedTuple):
   pos: jax.Array
 
 
-def _log_gate(g: jax.Array) -> jax.Array:
-  return jnp.maximum(jnp.log(g), _LOG_FLOOR)
-
-
-def _decay_matrix(log_cum: jax.Array) -> jax.Array:
-  """D[t, s] = exp(log_cum[t] - log_cum[s]) for s <= t, else 0.  [C, C]."""
-  c = log_cum.shape[0]
-  mask = np.tril(np.ones((c, c), bool))
-  diff = jnp.where(mask, log_cum[:, None] - log_cum[None, :], -jnp.inf)
-  return jnp.exp(diff)
-
-
-def chunk_coefficients(lr: jax.Array, mom_decay: jax.Array | None,
-                       forget: jax.Array | None):
-  """Scalar coefficients of the intra-chunk state as a function of anchored gradients.
-
-  Returns (G [C, C], F [C], m [C] | None, Gm [C, C] | None, P [C] | None) such that
-      W_t = F_t S + m_t M0 - sum_tau G[t, tau] u_tau,  M_t = P_t M0 - sum_tau Gm[t, tau] u_tau.
-  """
-  c = lr.shape[0]
-  log_f = (jnp.cumsum(jnp.maximum(jnp.log1p(-forget), _LOG_FLOOR)) if forget is not None
-           else jnp.zeros((c,), lr.dtype))
-  decay_f = _decay_matrix(log_f)
-  f_vec = jnp.exp(log_f)
-  if mom_decay is None:
-    return decay_f * lr[None, :], f_vec, None, None, None
-  log_p = jnp.cumsum(_log_gate(mom_decay))
-  gm = _decay_matrix(log_p) * lr[None, :]
-  p_vec = jnp.exp(log_p)
-  hi = jax.lax.Precision.HIGHEST
-  return jnp.dot(decay_f, gm, precision=hi), f_vec, jnp.dot(decay_f, p_vec, precision=hi), gm, p_vec
-
-
-def end_row_coefficients(lr: jax.Array, mom_decay: jax.Array | None,
-                         forget: jax.Array | None, last: jax.Array):
-  """Row `last` of `chunk_coefficients` only: (G[last] [C], F_last, m_last, Gm[last], P_last).
-
-  Enough for the end-of-chunk state when no intra-chunk read is needed (chunk-start
-  retrieval): O(C) work without momentum instead of the C x C matrices (C_G = 2048 in TNT).
-  """
-  c = lr.shape[0]
-  valid = jnp.arange(c) <= last
-  log_f = (jnp.cumsum(jnp.maximum(jnp.log1p(-forget), _LOG_FLOOR)) if forget is not None
-           else jnp.zeros((c,), lr.dtype))
-  df_row = jnp.exp(jnp.where(valid, log_f[last] - log_f, -jnp.inf))
-  f_last = jnp.exp(log_f[last])
-  if mom_decay is None:
-    return df_row * lr, f_last, None, None, None
-  log_p = jnp.cumsum(_log_gate(mom_decay))
-  decay_p = _decay_matrix(log_p)
-  hi = jax.lax.Precision.HIGHEST
-  g_row = jnp.dot(df_row, decay_p, precision=hi) * lr
-  return g_row, f_last, jnp.dot(df_row, jnp.exp(log_p), precision=hi), decay_p[last] * lr, \
-      jnp.exp(log_p[last])
-
-
-def _combine(base: mm.Layer, coef_s, mom: mm.Layer | None, coef_m, a, d, row) -> mm.Layer:
-  """coef_s * base + coef_m * mom - sum_tau row[tau] outer(a_tau, d_tau) for one layer."""
-  out = {"w": coef_s * base["w"] - a.T @ (row[:, None] * d)}
-  if "b" in base:
-    out["b"] = coef_s * base["b"] - row @ d
-  if mom is not None:
-    out = {n: out[n] + coef_m * mom[n] for n in out}
+def _rank_update(layer: mm.Layer, scale, a: jax.Array, d: jax.Array, row: jax.Array,
+                 sign: float) -> mm.Layer:
+  """scale * layer + sign * sum_tau row[tau] * (per-token gradient tau) for one layer, where the
+  gradient of w is outer(a_tau, d_tau) and that of b is d_tau."""
+  out = {"w": scale * layer["w"] + sign * (a.T @ (row[:, None] * d))}
+  if "b" in layer:
+    out["b"] = scale * layer["b"] + sign * (row @ d)
   return out
 
 
-def _chunk_step(cfg: mm.MemoryModelConfig, loss, retrieval: str, state, momentum, ln,
-                q, k, v, lr, mom_decay, forget, last):
-  """One chunk for one head. q, k, v [C, K]; lr and gates [C]; last = index of the last valid
-  token. Returns (o [C, K], state after token `last`, momentum after token `last`)."""
+def _dual_read(cfg, state, momentum, q, a, d, co: gates.Coefficients, ln):
+  """o_t = f(W_t, q_t) for every token of the chunk without forming W_t (dual form)."""
   act = mm.ACTIVATIONS[cfg.activation]
+  h = q
+  for i, layer in enumerate(state):
+    z = co.a_vec[:, None] * (h @ layer["w"] + layer.get("b", 0.0))
+    if momentum is not None:
+      z = z - co.m_vec[:, None] * (h @ momentum[i]["w"] + momentum[i].get("b", 0.0))
+    scores = h @ a[i].T + (1.0 if "b" in layer else 0.0)
+    z = z - (co.coef * scores) @ d[i]
+    h = act(z) if i < len(state) - 1 else z
+  return mm.finish(cfg, q, h, ln)
+
+
+def _chunk_step(cfg: mm.MemoryModelConfig, loss, retrieval: str, check: bool, state, momentum,
+                ln, q, k, v, lr, log_mom_decay, log_retention, last):
+  """One chunk for one head. q, k, v [C, K]; lr and log gates [C]; last = index of the last
+  valid token. Returns (o [C, K], state and momentum after token `last`, check flags)."""
+  c = q.shape[0]
+  in_bad = finite.nonfinite_rows((k, v, lr, log_mom_decay, log_retention), c)
+  k, v, lr, log_mom_decay, log_retention = (
+      finite.clean_rows(x, in_bad) for x in (k, v, lr, log_mom_decay, log_retention))
   a, d, _ = mm.layer_grads(cfg, state, k, v, loss, ln)
+  bad = in_bad | finite.nonfinite_rows(a + d, c)
+  a, d = [finite.clean_rows(x, bad) for x in a], [finite.clean_rows(x, bad) for x in d]
+  coef_args = dict(momentum=momentum is not None)
   if retrieval == "chunk_start":
     o = mm.apply(cfg, state, q, ln)
-    g_last, f_last, m_last, gm_last, p_last = end_row_coefficients(lr, mom_decay, forget, last)
+    row = gates.end_row_coefficients(lr, log_retention, log_mom_decay, last=last, **coef_args)
   else:
-    g, f_vec, m_vec, gm, p_vec = chunk_coefficients(lr, mom_decay, forget)
-    h = q
-    for i, layer in enumerate(state):
-      z = f_vec[:, None] * (h @ layer["w"] + layer.get("b", 0.0))
-      if momentum is not None:
-        z = z + m_vec[:, None] * (h @ momentum[i]["w"] + momentum[i].get("b", 0.0))
-      scores = h @ a[i].T + (1.0 if "b" in layer else 0.0)
-      z = z - (g * scores) @ d[i]
-      h = act(z) if i < len(state) - 1 else z
-    o = mm.finish(cfg, q, h, ln)
-    g_last, f_last = g[last], f_vec[last]
-    if momentum is not None:
-      m_last, gm_last, p_last = m_vec[last], gm[last], p_vec[last]
-  new_state = tuple(
-      _combine(layer, f_last, None if momentum is None else momentum[i],
-               None if momentum is None else m_last, a[i], d[i], g_last)
-      for i, layer in enumerate(state))
+    co = gates.chunk_coefficients(lr, log_retention, log_mom_decay, **coef_args)
+    o = finite.poison_after(_dual_read(cfg, state, momentum, q, a, d, co, ln), bad)
+    row = gates.Coefficients(*(None if x is None else x[last] for x in co))
+  new_state = tuple(_rank_update(layer, row.a_vec, a[i], d[i], row.coef, -1.0)
+                    for i, layer in enumerate(state))
   new_mom = None
   if momentum is not None:
-    new_mom = tuple(_combine(mom, p_last, None, None, a[i], d[i], gm_last)
-                    for i, mom in enumerate(momentum))
-  return o, new_state, new_mom
+    new_state = jax.tree.map(lambda w, m: w - row.m_vec * m, new_state, momentum)
+    new_mom = tuple(_rank_update(m, row.p_vec, a[i], d[i], row.coef_s, 1.0)
+                    for i, m in enumerate(momentum))
+  end_bad = jnp.any(bad & (jnp.arange(c) <= last))
+  new_state, new_mom = finite.poison_tree((new_state, new_mom), end_bad)
+  flags = None
+  if check:
+    state_bad = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_state)]))
+    flags = bad | finite.nonfinite_rows((o,), c)
+    flags = flags.at[last].set(flags[last] | state_bad), in_bad
+  return o, new_state, new_mom, flags
 
 
 def _largest_divisor_at_most(n: int, k: int) -> int:
@@ -187,49 +151,60 @@ def scan_chunks(body, carry, xs, n: int, remat_group: int):
   return carry, jax.tree.map(lambda y: y.reshape((n,) + y.shape[2:]), ys)
 
 
-def _single_head(cfg, loss, retrieval, chunk_size, remat_group, state0, mom0, ln,
-                 q, k, v, lr, mom_decay, forget):
-  """The primitive for one sequence and one head. q/k/v [L, K], lr/gates [L]."""
+def _single_head(cfg, loss, retrieval, check, chunk_size, remat_group, state0, mom0, ln,
+                 q, k, v, lr, log_mom_decay, log_retention):
+  """The primitive for one sequence and one head. q/k/v [L, K], lr/log gates [L]."""
   length, c = q.shape[0], chunk_size
   n_full, rem = divmod(length, c)
-  step = lambda s, m, *x: _chunk_step(cfg, loss, retrieval, s, m, ln, *x)
-  seqs = (q, k, v, lr, mom_decay, forget)
+  step = lambda s, m, *x: _chunk_step(cfg, loss, retrieval, check, s, m, ln, *x)
+  seqs = (q, k, v, lr, log_mom_decay, log_retention)
   # Give the initial carry the type of the inputs (a no-op add): under shard_map a replicated
   # initial state must become "varying" like the per-device tokens before entering the scan.
   like_inputs = lambda tree: jax.tree.map(lambda x: x + jnp.zeros_like(q[0, 0]), tree)
-  outs, state, mom = [], like_inputs(state0), like_inputs(mom0)
+  outs, flags, state, mom = [], [], like_inputs(state0), like_inputs(mom0)
   if n_full:
     full = jax.tree.map(lambda x: x[: n_full * c].reshape((n_full, c) + x.shape[1:]), seqs)
 
     def body(carry, xs):
-      o, s, m = step(carry[0], carry[1], *xs, c - 1)
-      return (s, m), o
+      o, s, m, f = step(carry[0], carry[1], *xs, c - 1)
+      return (s, m), (o, f)
 
-    (state, mom), o_full = scan_chunks(body, (state, mom), full, n_full, remat_group)
+    (state, mom), (o_full, f_full) = scan_chunks(body, (state, mom), full, n_full, remat_group)
     outs.append(o_full.reshape((n_full * c,) + o_full.shape[2:]))
+    flags.append(jax.tree.map(lambda f: f.reshape(n_full * c), f_full))
   if rem:
     # Zero-padded tail: padded tokens have lr 0 and the end state is read at row rem - 1.
     tail = jax.tree.map(
         lambda x: jnp.pad(x[n_full * c:], [(0, c - rem)] + [(0, 0)] * (x.ndim - 1)), seqs)
-    o_tail, w_tail, m_tail = step(state, mom, *tail, rem - 1)
+    o_tail, w_tail, m_tail, f_tail = step(state, mom, *tail, rem - 1)
     outs.append(o_tail[:rem])
+    flags.append(jax.tree.map(lambda f: f[:rem], f_tail))
     carry = MemoryCarry(state, w_tail, m_tail, jnp.asarray(rem, jnp.int32))
   else:
     carry = MemoryCarry(state, state, mom, jnp.asarray(0, jnp.int32))
-  return jnp.concatenate(outs, axis=0), carry
+  flags = (jax.tree.map(lambda *f: jnp.concatenate(f), *flags) if check else None)
+  return jnp.concatenate(outs, axis=0), carry, flags
 
 
-def _is_concrete(x: Any) -> bool:
-  return x is not None and not isinstance(x, jax.core.Tracer)
+def _validate_log_gates(**log_gates: jax.Array | None) -> None:
+  """Log gates must be <= 0 (gates in (0, 1]); checked on concrete arrays only."""
+  for name, g in log_gates.items():
+    x = None if g is None else finite.concrete(g)
+    if x is not None and x.size and not np.all(x[~np.isnan(x)] <= 0.0):
+      bad = x[x > 0].ravel()[:3]
+      raise ValueError(f"{name} must be the log of a gate in (0, 1], i.e. <= 0 (for example "
+                       f"jax.nn.log_sigmoid(logits)), found e.g. {bad.tolist()}")
 
 
 def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State, q: jax.Array, k: jax.Array,
                    v: jax.Array, lr: jax.Array, *, chunk_size: int,
-                   mom_decay: jax.Array | None = None, forget: jax.Array | None = None,
+                   log_mom_decay: jax.Array | None = None,
+                   log_retention: jax.Array | None = None,
                    momentum0: mm.State | None = None, retrieval: str = "intra_chunk",
                    inner_loss: mm.InnerLoss = "squared_l2",
                    ln: dict[str, jax.Array] | None = None, remat_group: int | None = None,
-                   state_batched: bool = False) -> tuple[jax.Array, MemoryCarry]:
+                   state_batched: bool = False, check_finite: bool = False
+                   ) -> tuple[jax.Array, MemoryCarry]:
   """Chunked memory over a batch of multi-head sequences.
 
   Args:
@@ -239,8 +214,10 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State, q: jax.Array, k:
     q, k, v: [B, H, L, K] queries, keys, values.
     lr: [B, H, L] per-token inner learning rates (>= 0).
     chunk_size: C >= 1; gradients inside a chunk are taken at its start state.
-    mom_decay: [B, H, L] momentum decay beta_t in (0, 1], or None for no momentum.
-    forget: [B, H, L] forget gate alpha_t in [0, 1), or None for no forgetting.
+    log_mom_decay: [B, H, L] log of the momentum decay b_t in (0, 1] (<= 0), or None for no
+      momentum.
+    log_retention: [B, H, L] log of the retention a_t = 1 - forget gate (<= 0), or None for
+      no forgetting.
     momentum0: initial momentum (same layout as state0); zeros when None and momentum is on.
     retrieval: "intra_chunk" (dual form, reads W_t) or "chunk_start" (reads S_c).
     inner_loss: a name in `model.INNER_LOSSES` or a callable loss(pred [K], target [K]).
@@ -248,8 +225,25 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State, q: jax.Array, k:
     remat_group: chunks per rematerialized group (see `scan_chunks`; 0 disables remat;
       None picks `resolve_remat_group`).
     state_batched: whether state0/momentum0 carry a leading batch axis.
+    check_finite: raise FloatingPointError naming the first token and head at which the inner
+      loop becomes non-finite (under jit: at run time, through `jax.debug.callback`).
+      Costs a little; off by default.
   Returns:
     (o [B, H, L, K], MemoryCarry with leaves [B, H, ...]) — the carry continues decoding.
+
+  Stable range. The inner loop is gradient descent (with momentum: heavy ball) on the inner
+  loss, so it is stable only for small enough steps. For the squared loss ||f(k) - v||^2, a
+  linear memory and a chunk of C tokens, the chunk's update contracts iff
+  2 lr lambda_max(sum_t k_t k_t^T) <= 2 (1 + b) (b: momentum decay, 0 without); the worst case
+  (equal keys) needs lr <= (1 + b) / (C |k|^2). The layers L2-normalize q and k (|k| = 1) and
+  bound lr (Titans: lr_max = 0.01 with C <= 64); unnormalized keys with unit-normal entries
+  have |k|^2 ~ K and need about K times smaller steps, otherwise the state grows
+  exponentially and overflows to inf/NaN. Deep memories have a larger curvature (the squared
+  norms of every layer's input and output Jacobian); measured bounds are in docs/numerics.md.
+
+  Checks. Shapes, the chunk size, names and the memory layout are checked at every call (they
+  are static, also under jit). Value checks (lr >= 0, log gates <= 0) run only on concrete
+  arrays: under jit, vmap or grad they are skipped, and out-of-range values then run silently.
   """
   chunk_size = validation.positive_int("chunk_size", chunk_size)
   remat_group = resolve_remat_group(remat_group, chunk_size)
@@ -261,15 +255,13 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State, q: jax.Array, k:
   validation.shape("k", k, q.shape)
   validation.shape("v", v, q.shape)
   validation.shape("lr", lr, (b, h, length))
-  for name, gate in (("mom_decay", mom_decay), ("forget", forget)):
+  for name, gate in (("log_mom_decay", log_mom_decay), ("log_retention", log_retention)):
     if gate is not None:
       validation.shape(name, gate, (b, h, length))
-  if _is_concrete(lr):
-    validation.array_in_range("lr", lr, 0.0, np.inf)
-  if _is_concrete(mom_decay):
-    validation.array_in_range("mom_decay", mom_decay, 0.0, 1.0)
-  if _is_concrete(forget):
-    validation.array_in_range("forget", forget, 0.0, 1.0)
+  lr_values = finite.concrete(lr)
+  if lr_values is not None:
+    validation.array_in_range("lr", lr_values, 0.0, np.inf)
+  _validate_log_gates(log_mom_decay=log_mom_decay, log_retention=log_retention)
   lead = (b, h) if state_batched else (h,)
   for layer in state0:
     if tuple(layer["w"].shape[: len(lead)]) != lead:
@@ -277,25 +269,29 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State, q: jax.Array, k:
   if state0[0]["w"].shape[len(lead)] != kdim:
     raise ValueError(f"state0's first layer expects inputs of size "
                      f"{state0[0]['w'].shape[len(lead)]}, but q/k have head dim {kdim}")
-  if mom_decay is not None and momentum0 is None:
+  if log_mom_decay is not None and momentum0 is None:
     momentum0 = jax.tree.map(jnp.zeros_like, state0)
-  if mom_decay is None:
+  if log_mom_decay is None:
     momentum0 = None
 
-  return _chunked_jit(cfg, inner_loss, retrieval, chunk_size, remat_group, state_batched,
-                      state0, momentum0, ln, q, k, v, lr, mom_decay, forget)
+  o, carry, flags = _chunked_jit(cfg, inner_loss, retrieval, check_finite, chunk_size,
+                                 remat_group, state_batched, state0, momentum0, ln, q, k, v, lr,
+                                 log_mom_decay, log_retention)
+  if check_finite:
+    finite.report("chunked_memory", *flags)
+  return o, carry
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _chunked_jit(cfg, inner_loss, retrieval, chunk_size, remat_group, state_batched,
-                 state0, momentum0, ln, q, k, v, lr, mom_decay, forget):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+def _chunked_jit(cfg, inner_loss, retrieval, check, chunk_size, remat_group, state_batched,
+                 state0, momentum0, ln, q, k, v, lr, log_mom_decay, log_retention):
   loss = mm.resolve_loss(inner_loss)
-  fn = lambda s, m, ln_, *xs: _single_head(cfg, loss, retrieval, chunk_size, remat_group,
-                                           s, m, ln_, *xs)
+  fn = lambda s, m, ln_, *xs: _single_head(cfg, loss, retrieval, check, chunk_size,
+                                           remat_group, s, m, ln_, *xs)
   s_axis = 0 if state_batched else None
   per_head = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, 0, 0, 0, 0))
   per_batch = jax.vmap(per_head, in_axes=(s_axis, s_axis, None, 0, 0, 0, 0, 0, 0))
-  return per_batch(state0, momentum0, ln, q, k, v, lr, mom_decay, forget)
+  return per_batch(state0, momentum0, ln, q, k, v, lr, log_mom_decay, log_retention)
 
 
 def init_carry(state0: mm.State, batch: int, momentum: bool) -> MemoryCarry:
@@ -305,18 +301,23 @@ def init_carry(state0: mm.State, batch: int, momentum: bool) -> MemoryCarry:
   return MemoryCarry(s, s, mom, jnp.zeros((batch, state0[0]["w"].shape[0]), jnp.int32))
 
 
+def _token_update(weights, momentum, grads, lr, log_mom_decay, log_retention):
+  """One token's write from its gradient `grads` (a State): (W_t, M_t)."""
+  keep = 1.0 if log_retention is None else jnp.exp(log_retention)
+  if momentum is None:
+    return jax.tree.map(lambda wi, gi: keep * wi - lr * gi, weights, grads), None
+  decay = jnp.exp(log_mom_decay)
+  mom = jax.tree.map(lambda mi, gi: decay * mi + lr * gi, momentum, grads)
+  return jax.tree.map(lambda wi, mi: keep * wi - mi, weights, mom), mom
+
+
 def _decode_one(cfg, loss, retrieval, chunk_size, carry: MemoryCarry, ln, q, k, v, lr,
-                mom_decay, forget):
+                log_mom_decay, log_retention):
   a, d, _ = mm.layer_grads(cfg, carry.anchor, k[None], v[None], loss, ln)
   grads = tuple({"w": jnp.outer(a[i][0], d[i][0]), **({"b": d[i][0]} if "b" in layer else {})}
                 for i, layer in enumerate(carry.anchor))
-  keep = 1.0 if forget is None else 1.0 - forget
-  if mom_decay is None:
-    mom = None
-    w = jax.tree.map(lambda wi, gi: keep * wi - lr * gi, carry.weights, grads)
-  else:
-    mom = jax.tree.map(lambda mi, gi: mom_decay * mi - lr * gi, carry.momentum, grads)
-    w = jax.tree.map(lambda wi, mi: keep * wi + mi, carry.weights, mom)
+  w, mom = _token_update(carry.weights, carry.momentum, grads, lr, log_mom_decay,
+                         log_retention)
   o = mm.apply(cfg, carry.anchor if retrieval == "chunk_start" else w, q, ln)
   pos = carry.pos + 1
   boundary = pos == chunk_size
@@ -326,12 +327,14 @@ def _decode_one(cfg, loss, retrieval, chunk_size, carry: MemoryCarry, ln, q, k, 
 
 def decode_step(cfg: mm.MemoryModelConfig, carry: MemoryCarry, q: jax.Array, k: jax.Array,
                 v: jax.Array, lr: jax.Array, *, chunk_size: int,
-                mom_decay: jax.Array | None = None, forget: jax.Array | None = None,
-                retrieval: str = "intra_chunk", inner_loss: mm.InnerLoss = "squared_l2",
+                log_mom_decay: jax.Array | None = None,
+                log_retention: jax.Array | None = None, retrieval: str = "intra_chunk",
+                inner_loss: mm.InnerLoss = "squared_l2",
                 ln: dict[str, jax.Array] | None = None) -> tuple[jax.Array, MemoryCarry]:
   """Absorbs one token per sequence with the same chunk semantics as `chunked_memory`.
 
-  Args: q, k, v [B, H, K]; lr and gates [B, H]; carry leaves [B, H, ...].
+  Args: q, k, v [B, H, K]; lr and log gates [B, H]; carry leaves [B, H, ...] (momentum iff
+  log_mom_decay is given). Value checks as in `chunked_memory` (concrete arrays only).
   Returns: (o [B, H, K], new carry).
   """
   chunk_size = validation.positive_int("chunk_size", chunk_size)
@@ -341,50 +344,52 @@ def decode_step(cfg: mm.MemoryModelConfig, carry: MemoryCarry, q: jax.Array, k: 
   validation.shape("k", k, q.shape)
   validation.shape("v", v, q.shape)
   validation.shape("lr", lr, q.shape[:2])
+  for name, gate in (("log_mom_decay", log_mom_decay), ("log_retention", log_retention)):
+    if gate is not None:
+      validation.shape(name, gate, q.shape[:2])
+  _validate_log_gates(log_mom_decay=log_mom_decay, log_retention=log_retention)
+  if (carry.momentum is None) != (log_mom_decay is None):
+    raise ValueError("log_mom_decay must be given exactly when the carry has a momentum "
+                     f"(carry.momentum is {'None' if carry.momentum is None else 'set'})")
   mm.resolve_loss(inner_loss)
   return _decode_jit(cfg, inner_loss, retrieval, chunk_size, carry, ln, q, k, v, lr,
-                     mom_decay, forget)
+                     log_mom_decay, log_retention)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _decode_jit(cfg, inner_loss, retrieval, chunk_size, carry, ln, q, k, v, lr, mom_decay,
-                forget):
+def _decode_jit(cfg, inner_loss, retrieval, chunk_size, carry, ln, q, k, v, lr, log_mom_decay,
+                log_retention):
   loss = mm.resolve_loss(inner_loss)
   fn = lambda c, ln_, *xs: _decode_one(cfg, loss, retrieval, chunk_size, c, ln_, *xs)
   per_head = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, 0, 0, 0))
   per_batch = jax.vmap(per_head, in_axes=(0, None, 0, 0, 0, 0, 0, 0))
-  return per_batch(carry, ln, q, k, v, lr, mom_decay, forget)
+  return per_batch(carry, ln, q, k, v, lr, log_mom_decay, log_retention)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _reference_token(cfg, loss_name, retrieval, anchor, w, mom, ln, qt, kt, vt, lrt, mdt, fot):
+def _reference_token(cfg, loss_name, retrieval, anchor, w, mom, ln, qt, kt, vt, lrt, lmt, lrtt):
   loss = mm.resolve_loss(loss_name)
   token_loss = lambda s: loss(mm.apply(cfg, s, kt, ln), vt)
   g = jax.grad(token_loss)(anchor)
-  keep = 1.0 if fot is None else 1.0 - fot
-  if mdt is None:
-    w = jax.tree.map(lambda wi, gi: keep * wi - lrt * gi, w, g)
-  else:
-    mom = jax.tree.map(lambda mi, gi: mdt * mi - lrt * gi, mom, g)
-    w = jax.tree.map(lambda wi, mi: keep * wi + mi, w, mom)
+  w, mom = _token_update(w, mom, g, lrt, lmt, lrtt)
   return mm.apply(cfg, anchor if retrieval == "chunk_start" else w, qt, ln), w, mom
 
 
 def sequential_reference(cfg: mm.MemoryModelConfig, state0: mm.State, q, k, v, lr, *,
-                         chunk_size: int, mom_decay=None, forget=None,
+                         chunk_size: int, log_mom_decay=None, log_retention=None,
                          retrieval: str = "intra_chunk",
                          inner_loss: mm.InnerLoss = "squared_l2", ln=None
                          ) -> tuple[jax.Array, mm.State]:
   """Slow reference for ONE head: a Python loop over tokens that materializes W_t and takes
   each gradient with `jax.grad` of the loss at the chunk-start state. Used to test the
-  primitive. q/k/v [L, K], lr/gates [L], state0 leaves unbatched. Returns (o [L, K], W_L)."""
+  primitive. q/k/v [L, K], lr/log gates [L], state0 leaves unbatched. Returns (o [L, K], W_L)."""
   anchor = w = state0
-  mom = jax.tree.map(jnp.zeros_like, state0)
+  mom = None if log_mom_decay is None else jax.tree.map(jnp.zeros_like, state0)
   at = lambda x, t: None if x is None else x[t]
   outs = []
   for t in range(q.shape[0]):
     o, w, mom = _reference_token(cfg, inner_loss, retrieval, anchor, w, mom, ln, q[t], k[t],
-                                 v[t], lr[t], at(mom_decay, t), at(forget, t))
+                                 v[t], lr[t], at(log_mom_decay, t), at(log_retention, t))
     outs.append(o)
     if (t + 1) % chunk_size == 0:
       anchor = w

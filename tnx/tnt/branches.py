@@ -30,14 +30,15 @@ from tnx.tnt.config import TNTConfig
 
 
 class BranchInputs(NamedTuple):
-  """Inputs of one memory: q, k, v [B, H, L, K]; lr and optional gates [B, H, L]."""
+  """Inputs of one memory: q, k, v [B, H, L, K]; lr and optional log gates [B, H, L]
+  (log_mom_decay, log_retention; see `tnx.memory.chunked.chunked_memory`)."""
 
   q: jax.Array
   k: jax.Array
   v: jax.Array
   lr: jax.Array
-  mom_decay: jax.Array | None = None
-  forget: jax.Array | None = None
+  log_mom_decay: jax.Array | None = None
+  log_retention: jax.Array | None = None
 
 
 class MemoryParams(NamedTuple):
@@ -74,7 +75,7 @@ def unfold_shards(x: jax.Array, batch: int) -> jax.Array:
 
 
 def _slice(inp: BranchInputs, start: int, stop: int) -> BranchInputs:
-  return BranchInputs(*(None if a is None else a[:, :, start:stop] for a in inp))
+  return type(inp)(*(None if a is None else a[:, :, start:stop] for a in inp))
 
 
 def global_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs,
@@ -88,7 +89,7 @@ def global_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs,
   """
   return chunked.chunked_memory(
       cfg.memory, state0, inp.q, inp.k, inp.v, inp.lr, chunk_size=cfg.global_chunk_size,
-      mom_decay=inp.mom_decay, forget=inp.forget, momentum0=momentum0,
+      log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention, momentum0=momentum0,
       retrieval=cfg.global_retrieval, inner_loss=cfg.inner_loss, ln=ln,
       remat_group=cfg.remat_group, state_batched=state_batched)
 
@@ -105,7 +106,7 @@ def _local_piece(cfg, state0, inp: BranchInputs, ln, chunk_size):
   q = project_queries(cfg, inp.q, inp.k, chunk_size)
   return chunked.chunked_memory(
       cfg.memory, state0, q, inp.k, inp.v, inp.lr, chunk_size=chunk_size,
-      mom_decay=inp.mom_decay, forget=inp.forget, retrieval="intra_chunk",
+      log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention, retrieval="intra_chunk",
       inner_loss=cfg.inner_loss, ln=ln, remat_group=cfg.remat_group)
 
 
@@ -122,7 +123,7 @@ def local_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs, *, chunk_s
   outs, carry = [], None
   if n_full:
     full = _slice(inp, 0, n_full * shard_length)
-    folded = BranchInputs(*(None if a is None else fold_shards(a, shard_length) for a in full))
+    folded = type(full)(*(None if a is None else fold_shards(a, shard_length) for a in full))
     o, carry = _local_piece(cfg, state0, folded, ln, chunk_size)
     outs.append(unfold_shards(o, batch))
     carry = jax.tree.map(lambda x: x.reshape((batch, n_full) + x.shape[1:])[:, -1], carry)
@@ -165,6 +166,16 @@ def tnt_mix(cfg: TNTConfig, params: MemoryParams, inputs: Sequence[BranchInputs]
   if len(inputs) != cfg.num_memories:
     raise ValueError(f"inputs must hold {cfg.num_memories} BranchInputs (global first), got "
                      f"{len(inputs)}")
+  if len(params.local_inits) != cfg.num_locals:
+    raise ValueError(f"params.local_inits must hold one state per local memory "
+                     f"({cfg.num_locals}, local_chunk_sizes={cfg.local_chunk_sizes}), got "
+                     f"{len(params.local_inits)}")
+  if len(params.lns) != cfg.num_memories:
+    raise ValueError(f"params.lns must hold one entry per memory ({cfg.num_memories}), got "
+                     f"{len(params.lns)}")
+  if (params.global_init is None) == cfg.use_global:
+    raise ValueError(f"params.global_init must be {'given' if cfg.use_global else 'None'} "
+                     f"with use_global={cfg.use_global}")
   reads, g_carry, l_carries = [], None, []
   offset = int(cfg.use_global)
   if cfg.use_global:

@@ -55,7 +55,7 @@ def _batch_axes(mesh: Any, context_axis: str) -> tuple[str, ...]:
 def _allgather_global(axis: str):
   def run(cfg, state0, inp, ln):
     gather = lambda a: None if a is None else lax.all_gather(a, axis, axis=2, tiled=True)
-    full = branches.BranchInputs(*(gather(a) for a in inp))
+    full = type(inp)(*(gather(a) for a in inp))
     o, _ = branches.global_branch(cfg, state0, full, ln)
     block = inp.q.shape[2]
     return lax.dynamic_slice_in_dim(o, lax.axis_index(axis) * block, block, axis=2), None
@@ -69,7 +69,7 @@ def _ring_global(axis: str, num_devices: int):
     # The added zero carries the inputs' varying type, as the scan carry must (check_vma).
     zero = jnp.zeros_like(inp.q[0, 0, 0, 0])
     start = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape) + zero, state0)
-    mom0 = jax.tree.map(jnp.zeros_like, start) if inp.mom_decay is not None else None
+    mom0 = jax.tree.map(jnp.zeros_like, start) if inp.log_mom_decay is not None else None
     perm = [(i, (i + 1) % num_devices) for i in range(num_devices)]
 
     def block_run(state, mom):
@@ -116,8 +116,8 @@ def tnt_mix_context_parallel(cfg: TNTConfig, params: branches.MemoryParams,
   bspec = batch_axes if batch_axes else None
   seq4 = jax.P(bspec, None, axis, None)
   seq3 = jax.P(bspec, None, axis)
-  in_spec_inputs = [branches.BranchInputs(*(None if a is None else (seq4 if a.ndim == 4 else seq3)
-                                            for a in inp)) for inp in inputs]
+  in_spec_inputs = [type(inp)(*(None if a is None else (seq4 if a.ndim == 4 else seq3)
+                                for a in inp)) for inp in inputs]
   param_spec = jax.tree.map(lambda _: jax.P(), params)
   global_fn = (_ring_global(axis, p) if cfg.global_cp == "ring" else _allgather_global(axis))
 

@@ -10,7 +10,9 @@ matrix per token: with k^ = k / sqrt(|k|^2 + eps) and blocks of `block` tokens,
 
 With reset_every=C the prefix term is dropped and the block is the chunk. M_t is symmetric, so
 (M_t q_t)^T = q_t^T M_t. Optional rescales (deviations from the paper): "count" divides by the
-number of keys in scope, "l2" re-normalizes the projected query to unit length.
+number of keys in scope, "l2" re-normalizes the projected query to unit length. A non-finite
+key at token t makes exactly the outputs of its scope at and after t NaN (selects, never a
+product with a zero mask), so it never reaches an earlier token.
 
 Shapes: q, k [B, H, L, K]; batch elements and heads never mix.
 """
@@ -63,7 +65,10 @@ def qk_project(q: jax.Array, k: jax.Array, *, reset_every: int | None = None,
   blk = reset_every if reset_every is not None else min(block, length)
   n = -(-length // blk)
   pad = n * blk - length
-  kh = normalize_keys(k, eps)
+  # A non-finite key reaches only the tokens whose sum contains it: bad keys are zeroed before
+  # the masked products (0 * NaN would leak backward) and their scope is set to NaN after.
+  bad = ~jnp.all(jnp.isfinite(k), axis=-1)  # [B, H, L]
+  kh = normalize_keys(jnp.where(bad[..., None], 0.0, k), eps)
   qp, kp = (jnp.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0))) for a in (q, kh))
   qb = qp.reshape(qp.shape[:2] + (n, blk, qp.shape[-1]))
   kb = kp.reshape(qb.shape)
@@ -73,10 +78,17 @@ def qk_project(q: jax.Array, k: jax.Array, *, reset_every: int | None = None,
   out = jnp.einsum("bhncs,bhnsk->bhnck", scores, kb, precision=hi)
   if reset_every is None and n > 1:
     per_block = jnp.einsum("bhnsk,bhnsj->bhnkj", kb, kb, precision=hi)
-    prefix = jnp.cumsum(per_block, axis=2) - per_block  # exclusive prefix over blocks
+    # Exclusive prefix over blocks as a shifted cumulative sum (no subtraction).
+    prefix = jnp.cumsum(per_block, axis=2)
+    prefix = jnp.concatenate([jnp.zeros_like(prefix[:, :, :1]), prefix[:, :, :-1]], axis=2)
     out = out + jnp.einsum("bhnck,bhnkj->bhncj", qb, prefix, precision=hi)
   out = out.reshape(qp.shape)[:, :, :length]
   pos = jnp.arange(length)
+  seen = jnp.cumsum(bad.astype(jnp.int32), axis=-1)  # bad keys among 0..t (exact integers)
+  if reset_every is not None:  # ... minus those before the start of t's scope
+    before = jnp.concatenate([jnp.zeros_like(seen[..., :1]), seen], axis=-1)
+    seen = seen - before[..., (pos // reset_every) * reset_every]
+  out = jnp.where((seen > 0)[..., None], jnp.nan, out)
   count = (pos % reset_every if reset_every is not None else pos) + 1
   return _rescale(out, count, rescale, eps)
 
