@@ -1,16 +1,15 @@
-"""TNTMemory: reduction to the Titans layer, decode = parallel forward, causality, stage 2
-(parameter compatibility, freezing) and configuration errors."""
+"""TNTMemory: reduction to the Titans layer, decode = parallel forward, causality, projection
+layouts, validation of the memory parameters."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
 from tnx.memory import model as mm
 from tnx.memory.titans import TitansConfig, TitansMemory
-from tnx.tnt import TNTConfig, TNTMemory, stage2
+from tnx.tnt import TNTConfig, TNTMemory, branches
 
 D = 8
 F64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
@@ -42,7 +41,7 @@ def _value_and_grads(model, x):
 
 def test_reduces_to_titans_layer():
   """No global memory, one local with S_L >= L, no Q-K projection, W_init = Titans' initial
-  state, C_L = C: identical outputs and gradients (spec 7.1 item 6)."""
+  state, C_L = C: identical outputs and gradients."""
   titans_cfg = TitansConfig(num_heads=2, memory=MEM, chunk_size=4, momentum=True, forget=True,
                             conv_width=3, remat_group=0, **F64)
   titans = TitansMemory(D, titans_cfg, rngs=nnx.Rngs(0))
@@ -51,14 +50,14 @@ def test_reduces_to_titans_layer():
   tnt = TNTMemory(D, cfg, rngs=nnx.Rngs(5))
   params = nnx.to_pure_dict(nnx.state(titans, nnx.Param))
   mapped = dict(params)
-  mapped["local_init"] = {0: mapped.pop("init_state")}
+  mapped["memory"] = {"local_init": {0: params["memory"]["init_state"]}}
   nnx.update(tnt, mapped)
   x = _x(length=16)
   (v_t, (g_t, gx_t)), (v_n, (g_n, gx_n)) = _value_and_grads(titans, x), _value_and_grads(tnt, x)
   np.testing.assert_allclose(v_n, v_t, rtol=1e-12)
   np.testing.assert_allclose(gx_n, gx_t, rtol=1e-10, atol=1e-12)
   g_t, g_n = nnx.to_pure_dict(g_t), nnx.to_pure_dict(g_n)
-  g_t["local_init"] = {0: g_t.pop("init_state")}
+  g_t["memory"] = {"local_init": {0: g_t["memory"]["init_state"]}}
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), g_n, g_t)
 
 
@@ -97,52 +96,28 @@ def test_causal():
   assert float(jnp.abs(y2[:, 13:] - y[:, 13:]).max()) > 1e-3
 
 
-def test_stage2_keeps_parameters_and_freezes_nonlocal():
-  layer = TNTMemory(D, _cfg(), rngs=nnx.Rngs(0))
-  before = jax.tree.map(lambda a: (a.shape, a.dtype), nnx.to_pure_dict(nnx.state(layer)))
-  assert stage2.set_local_chunk_sizes(layer, (1, 2), freeze_nonlocal=True) == 1
-  assert layer.cfg.local_chunk_sizes == (1, 2) and layer.cfg.stage2_freeze_nonlocal
-  after = jax.tree.map(lambda a: (a.shape, a.dtype), nnx.to_pure_dict(nnx.state(layer)))
-  assert before == after
-  with pytest.raises(ValueError, match="keep the 2 local"):
-    stage2.stage2_config(layer.cfg, (1,))
-  x = _x(length=16)
-  opt = nnx.Optimizer(layer, optax.sgd(0.1), wrt=stage2.trainable_filter(layer.cfg))
-  old = nnx.to_pure_dict(nnx.state(layer, nnx.Param))
-  grads = nnx.grad(lambda m: jnp.sum(jnp.sin(m(x))), argnums=nnx.DiffState(
-      0, stage2.trainable_filter(layer.cfg)))(layer)
-  opt.update(layer, grads)
-  new = nnx.to_pure_dict(nnx.state(layer, nnx.Param))
-  for key in old:
-    moved = any(float(jnp.abs(a - b).max()) > 0
-                for a, b in zip(jax.tree.leaves(old[key]), jax.tree.leaves(new[key])))
-    assert moved == (key in stage2.LOCAL_PARAM_NAMES), key
-  # The optax route labels exactly the same leaves.
-  labels = stage2.param_labels(old)
-  assert set(jax.tree.leaves(labels["local_init"])) == {"local"}
-  assert set(jax.tree.leaves(labels["q_proj"])) == {"frozen"}
-  tx = stage2.freeze_nonlocal(optax.sgd(1.0), old)
-  upd, _ = tx.update(jax.tree.map(jnp.ones_like, old), tx.init(old), old)
-  assert float(jnp.abs(upd["q_proj"]["kernel"]).max()) == 0.0
-  assert float(jnp.abs(upd["local_init"][0][0]["w"]).min()) == 1.0
-
-
-def test_invalid_configurations():
-  with pytest.raises(ValueError, match="multiple of its chunk size"):
-    TNTConfig(local_chunk_sizes=(8, 48), shard_length=64)
-  with pytest.raises(ValueError, match="at least one memory"):
-    TNTConfig(local_chunk_sizes=(), use_global=False)
-  with pytest.raises(ValueError, match="qk_scope"):
-    TNTConfig(qk_scope="sequence")
-  with pytest.raises(ValueError, match="local_shard_lengths"):
-    TNTConfig(local_chunk_sizes=(8,), local_shard_lengths=(16, 16))
-  with pytest.raises(ValueError, match="cfg must be a TNTConfig"):
-    TNTMemory(D, TitansConfig(), rngs=nnx.Rngs(0))
-
-
 def test_separate_projections_and_gates_change_only_projection_shapes():
   shared = TNTMemory(D, _cfg(), rngs=nnx.Rngs(0))
   split = TNTMemory(D, _cfg(share_qkv=False, share_lr=True), rngs=nnx.Rngs(0))
-  assert shared.q_proj.kernel.shape == (D, D) and split.q_proj.kernel.shape == (D, 3 * D)
-  assert shared.gate_proj.kernel.shape == (D, 6) and split.gate_proj.kernel.shape == (D, 2)
+  assert shared.project.q_proj.kernel.shape == (D, D)
+  assert split.project.q_proj.kernel.shape == (D, 3 * D)
+  assert shared.project.gate_proj.kernel.shape == (D, 6)
+  assert split.project.gate_proj.kernel.shape == (D, 2)
   assert split(_x(length=9)).shape == (2, 9, D)
+
+
+def test_tnt_mix_validates_the_memory_parameters():
+  layer = TNTMemory(D, _cfg(), rngs=nnx.Rngs(0))
+  inputs, _, _ = layer.project(layer.cfg, _x(length=8))
+  prm = layer.memory_params()
+  extra = prm._replace(local_inits=prm.local_inits + prm.local_inits[:1])
+  with pytest.raises(ValueError, match="params.local_inits must hold one state per local"):
+    branches.tnt_mix(layer.cfg, extra, inputs)
+  with pytest.raises(ValueError, match="params.global_init must be given"):
+    branches.tnt_mix(layer.cfg, prm._replace(global_init=None), inputs)
+  with pytest.raises(ValueError, match="inputs must hold 3"):
+    branches.tnt_mix(layer.cfg, prm, inputs[:2])
+  with pytest.raises(ValueError, match="cfg must be a TNTConfig"):
+    TNTMemory(D, TitansConfig(), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"x_BxLxD must be \[B, L, D\] with D=8"):
+    layer(_x(length=8)[0])

@@ -11,40 +11,9 @@ Dimension letters: B batch, L sequence (data.seq_len), D model width, V vocab (2
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections as mlc
 
-from tnx.models import mixers
-
-# Memory-config fields taken from the LM (heads) or kept at the layer's default (dtypes).
-TIED_FIELDS = ("num_heads", "n_heads", "dtype", "param_dtype")
-
-
-def memory_defaults() -> mlc.ConfigDict:
-  """One sub-dict per memory family with every field of its config dataclass (so that
-  `--config.model.memory.<family>.<field>=v` is checked); empty if the family is absent."""
-  out = mlc.ConfigDict()
-  for family in mixers.MEMORY_FAMILIES:
-    fields = {}
-    try:
-      cfg_cls, _ = mixers.memory_classes(family)
-      for f in dataclasses.fields(cfg_cls):
-        if f.name in TIED_FIELDS:
-          continue
-        if f.default is not dataclasses.MISSING:
-          value = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-          value = f.default_factory()
-        else:
-          continue
-        if dataclasses.is_dataclass(value):
-          value = dataclasses.asdict(value)
-        fields[f.name] = value
-    except (ImportError, AttributeError):
-      pass
-    out[family] = mlc.ConfigDict(fields)
-  return out
+from tnx.models.config import memory_config_dict
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -66,7 +35,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.model.dtype = "float32"       # compute dtype; 'bfloat16' on accelerators
   c.model.fp32_softmax_and_loss = True
   c.model.remat = False
-  c.model.memory = memory_defaults()
+  c.model.memory = memory_config_dict()  # per family; None: model.n_heads / kind defaults
 
   c.data = mlc.ConfigDict()
   c.data.source = "stdlib"        # stdlib | files | mqar | needle

@@ -17,64 +17,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnx import validation
+from tnx.memory.mixer import replace_configs
 from tnx.models import mixers
-from tnx.nn.layers import GatedMLP, RMSNorm, default_mlp_hidden, dtype_of
-
-
-@dataclasses.dataclass(frozen=True)
-class LMConfig:
-  """Typed model config (built from the ConfigDict by `tnx.train.configs`).
-
-  Attributes:
-    vocab_size: V. d_model: D. n_layers: number of blocks. n_heads: attention heads.
-    mlp_hidden: gated-MLP width F (0 = 8/3 D rounded to 8).
-    mixers: token-mixer names, cycled over the layers (see tnx.models.mixers).
-    window: sliding-window size / MAC segment length.
-    n_persistent: Titans persistent memory tokens.
-    tie_embeddings: reuse the embedding matrix as the output head.
-    rope_base: RoPE frequency base.
-    dtype: compute dtype name ('float32', 'bfloat16', 'float64').
-    fp32_softmax_and_loss: softmax and logits in float32 regardless of dtype.
-    memory: {family: {field: value}} overrides for the memory configs.
-    remat: rematerialize each block in the backward pass.
-  """
-
-  vocab_size: int = 256
-  d_model: int = 64
-  n_layers: int = 2
-  n_heads: int = 4
-  mlp_hidden: int = 0
-  mixers: tuple[str, ...] = ("attention",)
-  window: int = 64
-  n_persistent: int = 4
-  tie_embeddings: bool = True
-  rope_base: float = 10000.0
-  dtype: str = "float32"
-  fp32_softmax_and_loss: bool = True
-  memory: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-  remat: bool = False
-
-  def __post_init__(self):
-    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "window"):
-      validation.positive_int(name, getattr(self, name))
-    validation.non_negative_int("mlp_hidden", self.mlp_hidden)
-    validation.non_negative_int("n_persistent", self.n_persistent)
-    dtype_of(self.dtype)
-    if not self.mixers:
-      raise ValueError("mixers must name at least one mixer, got ()")
-    for m in self.mixers:
-      validation.one_of("mixers", m, sorted(mixers.MIXERS))
-
-  @property
-  def compute_dtype(self) -> Any:
-    return dtype_of(self.dtype)
-
-  @property
-  def hidden(self) -> int:
-    return self.mlp_hidden or default_mlp_hidden(self.d_model)
-
-  def mixer_at(self, layer: int) -> str:
-    return self.mixers[layer % len(self.mixers)]
+from tnx.models.config import LMConfig
+from tnx.nn.layers import GatedMLP, RMSNorm
 
 
 class Block(nnx.Module):
@@ -158,25 +104,20 @@ def format_param_counts(counts: Mapping[str, int]) -> str:
 
 def set_chunk_sizes(model: nnx.Module, *, chunk_size: int | None = None,
                     local_chunk_sizes: tuple[int, ...] | None = None) -> int:
-  """Sets the inference/training chunk size of every memory mixer in `model` in place.
+  """Sets the inference/training chunk size of every memory mixer in `model` in place:
+  `chunk_size` for the families that have one (Titans, TTT, ATLAS), `local_chunk_sizes` for
+  TNT. Parameters do not depend on it. Returns the number of layers changed; re-split the
+  model afterwards (the chunk size lives in the graph definition)."""
+  updates: dict[str, Any] = {}
+  if chunk_size is not None:
+    updates["chunk_size"] = validation.positive_int("chunk_size", chunk_size)
+  if local_chunk_sizes is not None:
+    updates["local_chunk_sizes"] = tuple(
+        validation.positive_int("local_chunk_sizes", c) for c in local_chunk_sizes)
 
-  Memory mixers keep a frozen dataclass `cfg` with a `chunk_size` (Titans/TTT/ATLAS) or
-  `local_chunk_sizes` (TNT) field; parameters do not depend on it. Returns the number of
-  layers changed. Re-split the model afterwards (the chunk size lives in the graph definition).
-  """
-  changed = 0
-  for _, module in nnx.iter_modules(model):
-    cfg = getattr(module, "cfg", None)
-    if cfg is None or not dataclasses.is_dataclass(cfg) or isinstance(module, LM):
-      continue
+  def update(cfg):
     names = {f.name for f in dataclasses.fields(cfg)}
-    updates = {}
-    if chunk_size is not None and "chunk_size" in names:
-      updates["chunk_size"] = validation.positive_int("chunk_size", chunk_size)
-    if local_chunk_sizes is not None and "local_chunk_sizes" in names:
-      updates["local_chunk_sizes"] = tuple(
-          validation.positive_int("local_chunk_sizes", c) for c in local_chunk_sizes)
-    if updates:
-      module.cfg = dataclasses.replace(cfg, **updates)
-      changed += 1
-  return changed
+    mine = {k: v for k, v in updates.items() if k in names}
+    return dataclasses.replace(cfg, **mine) if mine else None
+
+  return replace_configs(model, update)

@@ -176,6 +176,16 @@ def tnt_mix(cfg: TNTConfig, params: MemoryParams, inputs: Sequence[BranchInputs]
   if (params.global_init is None) == cfg.use_global:
     raise ValueError(f"params.global_init must be {'given' if cfg.use_global else 'None'} "
                      f"with use_global={cfg.use_global}")
+  if len(params.local_inits) != cfg.num_locals:
+    raise ValueError(f"params.local_inits must hold one state per local memory "
+                     f"({cfg.num_locals}, local_chunk_sizes={cfg.local_chunk_sizes}), got "
+                     f"{len(params.local_inits)}")
+  if len(params.lns) != cfg.num_memories:
+    raise ValueError(f"params.lns must hold one entry per memory ({cfg.num_memories}), got "
+                     f"{len(params.lns)}")
+  if (params.global_init is None) == cfg.use_global:
+    raise ValueError(f"params.global_init must be {'given' if cfg.use_global else 'None'} "
+                     f"with use_global={cfg.use_global}")
   reads, g_carry, l_carries = [], None, []
   offset = int(cfg.use_global)
   if cfg.use_global:

@@ -1,5 +1,5 @@
 """TNT configuration: one frozen dataclass whose fields pin down every choice the paper leaves
-open (spec section 3.9), each with a documented default.
+open, each with a documented default (the reasons are in docs/tnt.md).
 
 Only `local_chunk_sizes` (and `global_chunk_size`) are meant to change between stage 1 and
 stage 2; no parameter shape depends on any chunk size or on the shard length.
@@ -8,12 +8,10 @@ stage 2; no parameter shape depends on any chunk size or on the shard length.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
-import jax.numpy as jnp
 
 from tnx import validation
 from tnx.memory import model as mm
+from tnx.memory.mixer_config import MemoryLayerConfig
 
 QK_SCOPES = ("shard", "chunk")
 QK_RESCALES = ("none", "count", "l2")
@@ -23,12 +21,14 @@ RETRIEVALS = ("intra_chunk", "chunk_start")
 
 
 @dataclasses.dataclass(frozen=True)
-class TNTConfig:
-  """Hierarchical global/local test-time memory (TNT, arXiv 2511.07343 section 3).
+class TNTConfig(MemoryLayerConfig):
+  """Hierarchical global/local test-time memory (TNT, arXiv 2511.07343 section 3): the shared
+  memory-layer fields (`MemoryLayerConfig`; momentum and forgetting off as in TNT's
+  experiments, `learn_init`: the local reset states W_init are trained, as in the paper) plus
 
   Attributes:
-    num_heads: H.  head_dim: K (default d_model // H).
-    memory: memory network f shared by the global and every local memory (spec 3.9 item 9).
+    memory: memory network f shared by the global and every local memory (one architecture
+      for all; the paper does not use different ones).
     use_global: whether the global memory V runs (False = locals only, the paper's "w/o
       global memory" ablation).
     global_chunk_size: C_G; the global memory is never reset.
@@ -37,9 +37,11 @@ class TNTConfig:
     local_chunk_sizes: (C_L[0], ..., C_L[N-1]), one entry per local memory; () = no locals.
       Stage 2 replaces this tuple with smaller sizes of the same length.
     shard_length: S_L; local memories reset to their learned W_init before every token whose
-      index is a multiple of S_L, and that token is written normally (spec 3.9 item 2). Must
-      be a multiple of every local chunk size. A sequence shorter than S_L is one shard.
-    local_shard_lengths: optional per-local S_L overriding `shard_length` (spec 3.9 item 8).
+      index is a multiple of S_L, and that token is written normally (the reset precedes the
+      write, so every shard starts from W_init). Must be a multiple of every local chunk
+      size. A sequence shorter than S_L is one shard.
+    local_shard_lengths: optional per-local S_L overriding `shard_length` (an extension: the
+      paper uses one S_L).
     qk_projection: replace the local query q_t by M_t q_t with M_t = sum k k^T / ||k||^2.
     qk_scope: "shard" (running sum reset with the local memory, default) or "chunk" (sum over
       the current local chunk, the literal Eq. 7).
@@ -48,28 +50,19 @@ class TNTConfig:
     combine: "sum" (paper: global read + sum of local reads), "mean" (average of the reads)
       or "weighted" (learned per-branch, per-head weights initialized to 1).
     share_qkv: one q/k/v projection feeds every memory (default, as the equations read) or
-      separate projections per memory (spec 3.9 item 4).
+      separate projections per memory.
     share_lr: one learning-rate gate for every memory (default False: a gate per memory).
-    learn_global_init: the global initial state V_0 is a trained parameter (spec 3.9 item 5).
-    learn_local_init: the local reset states W_init are trained parameters (paper: yes).
+    learn_global_init: the global initial state V_0 is a trained parameter (default True; the
+      paper does not say).
     stage2_freeze_nonlocal: in stage 2, train only the local memories' parameters (W_init,
-      their LN). Read by `tnx.tnt.stage2.trainable_filter` (spec 3.9 item 6).
-    momentum / forget: Titans momentum and forget gate (off in TNT's experiments).
-    lr_max, lr_bias_init, mom_bias_init, forget_bias_init: gate ranges and initial biases.
-    conv_width: causal depthwise conv after the q/k/v projections (0 disables).
-    output_gate: sigmoid(x W_g) gate before the output projection.
-    inner_loss: inner associative-memory loss.
-    remat_group: chunks per rematerialized group inside the chunked primitive (0 = off; None
-      = groups of about 64 tokens, `tnx.memory.chunked.resolve_remat_group`).
+      their LN). Read by `tnx.tnt.stage2.trainable_filter` (default off: the paper fine-tunes
+      the whole model).
     context_axis: mesh axis name used for context parallelism.
     global_cp: how the global chain runs across context shards: "allgather" (gather the global
       memory's q/k/v/gates, recompute the chain on every device) or "ring" (pass the state at
       the block boundary from device to device with ppermute; needs C_G | L/P).
-    dtype / param_dtype: compute and parameter dtypes (use float64 for exactness tests).
   """
 
-  num_heads: int = 4
-  head_dim: int | None = None
   memory: mm.MemoryModelConfig = mm.MemoryModelConfig(depth=2, expansion=4, activation="gelu")
   use_global: bool = True
   global_chunk_size: int = 2048
@@ -84,27 +77,14 @@ class TNTConfig:
   share_qkv: bool = True
   share_lr: bool = False
   learn_global_init: bool = True
-  learn_local_init: bool = True
   stage2_freeze_nonlocal: bool = False
-  momentum: bool = False
-  forget: bool = False
-  lr_max: float = 0.01  # as TitansConfig: stable inner loop at initialization
-  lr_bias_init: float = -2.0
-  mom_bias_init: float = 2.0
-  forget_bias_init: float = -4.0
-  conv_width: int = 4
-  output_gate: bool = True
-  inner_loss: str = "squared_l2"
-  remat_group: int | None = None
   context_axis: str = "context"
   global_cp: str = "allgather"
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    validation.positive_int("num_heads", self.num_heads)
-    if self.head_dim is not None:
-      validation.positive_int("head_dim", self.head_dim)
+    super().__post_init__()
+    if not isinstance(self.memory, mm.MemoryModelConfig):
+      raise ValueError(f"memory must be a MemoryModelConfig, got {self.memory!r}")
     validation.positive_int("global_chunk_size", self.global_chunk_size)
     validation.positive_int("shard_length", self.shard_length)
     validation.one_of("global_retrieval", self.global_retrieval, RETRIEVALS)
@@ -112,11 +92,8 @@ class TNTConfig:
     validation.one_of("qk_rescale", self.qk_rescale, QK_RESCALES)
     validation.one_of("combine", self.combine, COMBINES)
     validation.one_of("global_cp", self.global_cp, GLOBAL_CP)
-    validation.one_of("inner_loss", self.inner_loss, list(mm.INNER_LOSSES))
-    validation.non_negative_int("conv_width", self.conv_width)
-    if self.remat_group is not None:
-      validation.non_negative_int("remat_group", self.remat_group)
-    validation.positive("lr_max", self.lr_max)
+    if isinstance(self.local_chunk_sizes, list):
+      object.__setattr__(self, "local_chunk_sizes", tuple(self.local_chunk_sizes))
     if not isinstance(self.local_chunk_sizes, tuple):
       raise ValueError(f"local_chunk_sizes must be a tuple of ints, got {self.local_chunk_sizes!r}")
     for c in self.local_chunk_sizes:

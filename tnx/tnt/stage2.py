@@ -3,9 +3,9 @@ optionally training only the local memories.
 
 The parameter tree never depends on chunk sizes, so stage 2 is a config change:
 `set_local_chunk_sizes(model, (1,))` rewrites `cfg.local_chunk_sizes` of every TNT layer in
-place. Freezing (spec 3.9 item 6, default off): `trainable_filter(cfg)` is an nnx filter for
-`nnx.Optimizer(model, tx, wrt=...)`, and `param_labels(params)` labels a parameter pytree
-"local" / "frozen" for `optax.multi_transform`.
+place. Freezing (default off; the paper fine-tunes everything): `trainable_filter(cfg)` is an
+nnx filter for `nnx.Optimizer(model, tx, wrt=...)`, and `param_labels(params)` labels a
+parameter pytree "local" / "frozen" for `optax.multi_transform`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from tnx import validation
+from tnx.memory.mixer import replace_configs
 from tnx.tnt.config import TNTConfig
 
 LOCAL_PARAM_NAMES = ("local_init", "local_ln")
@@ -39,13 +40,9 @@ def stage2_config(cfg: TNTConfig, local_chunk_sizes: tuple[int, ...], *,
 def set_local_chunk_sizes(model: nnx.Module, local_chunk_sizes: tuple[int, ...], *,
                           freeze_nonlocal: bool | None = None) -> int:
   """Switches every TNT layer inside `model` to stage 2 in place; returns how many changed."""
-  changed = 0
-  for _, module in nnx.iter_modules(model):
-    cfg = getattr(module, "cfg", None)
-    if isinstance(cfg, TNTConfig):
-      module.cfg = stage2_config(cfg, local_chunk_sizes, freeze_nonlocal=freeze_nonlocal)
-      changed += 1
-  return changed
+  return replace_configs(model, lambda cfg: stage2_config(
+      cfg, local_chunk_sizes, freeze_nonlocal=freeze_nonlocal)
+      if isinstance(cfg, TNTConfig) else None)
 
 
 def local_filter() -> nnx.filterlib.Filter:

@@ -22,7 +22,7 @@ import jax
 import ml_collections as mlc
 
 from tnx import validation
-from tnx.models.lm import LMConfig
+from tnx.models.config import LMConfig, lm_config, split_list
 
 
 def load(spec: str) -> mlc.ConfigDict:
@@ -121,20 +121,6 @@ def parse_args(argv: Sequence[str], default: str = "lm") -> tuple[mlc.ConfigDict
   if resume:
     cfg.train.resume = True
   return cfg, resume
-
-
-def split_list(text: str | Sequence[Any]) -> tuple[str, ...]:
-  if isinstance(text, str):
-    return tuple(t.strip() for t in text.split(",") if t.strip())
-  return tuple(str(t) for t in text)
-
-
-def lm_config(model: mlc.ConfigDict) -> LMConfig:
-  """The typed model config (ValueError names the offending field)."""
-  m = model.to_dict()
-  memory = {k: dict(v) for k, v in m.pop("memory", {}).items()}
-  m["mixers"] = split_list(m["mixers"])
-  return LMConfig(memory=memory, **m)
 
 
 def validate(cfg: mlc.ConfigDict) -> LMConfig:

@@ -1,4 +1,5 @@
-"""ATLAS-family token mixers: decode == parallel forward, causality, gradients, configs."""
+"""ATLAS-family memory mixers: decode == parallel forward, causality, gradients, configs
+(the MAG/MAL hybrids are tested with the Titans layouts in tests/models)."""
 
 import dataclasses
 
@@ -8,13 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tnx.memory.atlas import AtlasConfig, AtlasMixer
+from tnx.memory.atlas import AtlasConfig, AtlasMemoryConfig, AtlasMixer
 
 F64 = jnp.float64
 
 
 def _mixer(**kw):
-  cfg = AtlasConfig(num_heads=2, chunk_size=3, swa_window=4, dtype=F64, param_dtype=F64, **kw)
+  cfg = AtlasConfig(num_heads=2, chunk_size=3, dtype=F64, param_dtype=F64, **kw)
   return AtlasMixer(8, cfg, rngs=nnx.Rngs(0))
 
 
@@ -22,8 +23,8 @@ X = jax.random.normal(jax.random.PRNGKey(1), (2, 7, 8), F64)
 
 
 @pytest.mark.parametrize("kw", [
-    dict(variant="atlas", hybrid="mag"),
-    pytest.param(dict(variant="dla", gamma_mode="token", hybrid="mal", poly_mode="sym"),
+    dict(variant="atlas"),
+    pytest.param(dict(variant="dla", gamma_mode="token", poly_mode="sym"),
                  marks=pytest.mark.slow),
 ])
 def test_decode_equals_parallel_and_is_causal(kw):
@@ -55,11 +56,12 @@ def test_outer_gradients_reach_every_parameter_group():
   loss = lambda p: jnp.sum(nnx.merge(graph, p, rest)(X) ** 2)
   grads = jax.jit(jax.grad(loss))(params)
   flat = dict(nnx.to_flat_state(grads))
-  for path in [("poly_coeffs",), ("init_state", "w_in"), ("init_state", "w_out"),
-               ("gate_proj", "kernel"), ("k_proj", "kernel")]:
+  for path in [("memory", "poly_coeffs"), ("memory", "init_state", "w_in"),
+               ("memory", "init_state", "w_out"), ("project", "gate_proj", "kernel"),
+               ("project", "k_proj", "kernel")]:
     g = np.asarray(flat[path][...])
     assert np.all(np.isfinite(g)) and np.max(np.abs(g)) > 0, path
-  assert ("sketch",) not in flat   # fixed random matrices are not outer parameters
+  assert ("memory", "sketch") not in flat   # fixed random matrices are not outer parameters
 
 
 def test_memory_updates_matter_and_chunk_size_is_config_only():
@@ -77,7 +79,8 @@ def test_memory_updates_matter_and_chunk_size_is_config_only():
 
 
 def test_exact_kernel_mode_and_config_errors():
-  m = _mixer(variant="deep_transformer", feature_map="exp", memory="linear")
+  m = _mixer(variant="deep_transformer", feature_map="exp",
+             memory=AtlasMemoryConfig(kind="linear"))
   assert m(X).shape == X.shape
   with pytest.raises(ValueError, match="feature_map='exp'"):
     m.init_cache(2)
@@ -87,7 +90,17 @@ def test_exact_kernel_mode_and_config_errors():
     AtlasConfig(variant="mamba")
   with pytest.raises(ValueError, match="memory='linear'"):
     AtlasConfig(variant="dot", feature_map="exp")
-  with pytest.raises(ValueError, match="hybrid"):
-    AtlasConfig(hybrid="mac")
+  with pytest.raises(ValueError, match="momentum=False contradicts optimizer='muon'"):
+    AtlasConfig(variant="atlas", momentum=False)
   assert AtlasConfig(variant="dla").rule().window == 1
   assert AtlasConfig(variant="atlas_pp").memory_config().kind == "gated_mlp"
+  cfg = AtlasConfig(variant="omeganet")
+  assert (cfg.momentum, cfg.forget, cfg.residual, cfg.omega_window) == (False, True, True, 4)
+  assert AtlasConfig(variant="atlas").momentum and not AtlasConfig(variant="dot").forget
+
+
+@pytest.mark.xfail(strict=True, reason="omega_memory's Muon path multiplies the padded rows "
+                   "of a partial last chunk (NS of a zero momentum: NaN) by zero weights")
+def test_muon_partial_last_chunk_is_finite():
+  m = _mixer(variant="atlas")
+  assert bool(jnp.all(jnp.isfinite(m(X[:, :5]))))   # chunk 3: a last chunk of 2 tokens

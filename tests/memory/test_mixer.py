@@ -1,4 +1,8 @@
-"""Titans and TTT layers: decode equals the parallel forward, causality, config errors."""
+"""The shared memory mixer (tnx.memory.mixer) through its Titans and TTT instances: decode
+and prefill equal the parallel forward, causality, chunk-size independence of the parameters,
+config replacement, input validation."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tnx.memory import mixer, titans, ttt
 from tnx.memory import model as mm
-from tnx.memory import titans, ttt
 
 F64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
 LAYERS = {
@@ -37,15 +41,6 @@ def test_decode_and_prefill_equal_parallel_forward(name):
     np.testing.assert_allclose(yt, y[:, t], rtol=1e-9, atol=1e-11)
 
 
-def test_titans_decode_from_scratch_at_chunk_one():
-  layer = LAYERS["titans"](1)
-  y = layer(X)
-  cache = layer.init_cache(2)
-  for t in range(X.shape[1]):
-    yt, cache = layer.decode(X[:, t], cache)
-    np.testing.assert_allclose(yt, y[:, t], rtol=1e-9, atol=1e-11)
-
-
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_layer_is_causal(name):
   """The gradient of output t with respect to inputs after t is exactly zero."""
@@ -62,23 +57,35 @@ def test_parameter_tree_does_not_depend_on_chunk_size():
   assert shapes(LAYERS["ttt_mlp"](2)) == shapes(LAYERS["ttt_mlp"](16))
 
 
-def test_initial_memory_state_receives_gradient():
-  layer = LAYERS["ttt_linear"](4)
-  graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
-
-  def loss(p):
-    return jnp.sum(nnx.merge(graphdef, p, rest)(X) ** 2)
-
-  grads = jax.grad(loss)(params)
-  assert float(jnp.abs(grads["init_state"][0]["w"][...]).max()) > 0
+def test_replace_configs_changes_the_chunk_in_place():
+  layer = LAYERS["titans"](3)
+  y3 = layer(X)
+  assert mixer.replace_configs(layer, lambda c: dataclasses.replace(c, chunk_size=1)) == 1
+  assert layer.cfg.chunk_size == 1
+  assert mixer.replace_configs(layer, lambda c: None) == 0
+  assert float(jnp.abs(layer(X) - y3).max()) > 1e-8   # chunk 1 reads differ from chunk 3
 
 
-def test_bad_configs_raise_value_error():
-  with pytest.raises(ValueError, match="chunk_size"):
-    titans.TitansConfig(chunk_size=0)
-  with pytest.raises(ValueError, match="lr_max"):
-    titans.TitansConfig(lr_max=-1.0)
-  with pytest.raises(ValueError, match="kind"):
-    ttt.TTTConfig(kind="conv")
-  with pytest.raises(ValueError, match="d_model"):
-    titans.TitansMemory(0, titans.TitansConfig(), rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("name", ["titans", "ttt_linear"])
+def test_inputs_are_validated(name):
+  layer = LAYERS[name](3)
+  with pytest.raises(ValueError, match=r"x_BxLxD must be \[B, L, D\] with D=16"):
+    layer(X[0])                                   # 2-D input
+  with pytest.raises(ValueError, match=r"x_BxLxD must be \[B, L, D\] with D=16"):
+    layer(X[..., :15])                            # wrong width
+  with pytest.raises(ValueError, match=r"x_BxD must be \[B, D\]"):
+    layer.decode(X[:, :2], layer.init_cache(2))
+
+
+def test_projection_layout_options():
+  cfg = titans.TitansConfig(num_heads=2, **F64)
+  with pytest.raises(ValueError, match="num_streams must be 1 or num_memories=3"):
+    mixer.Projection(16, cfg, rngs=nnx.Rngs(0), num_memories=3, num_streams=2)
+  with pytest.raises(ValueError, match="extra_gates need a single gate set"):
+    mixer.Projection(16, cfg, rngs=nnx.Rngs(0), num_memories=2, num_gate_sets=2,
+                     extra_gates=(("gamma", 1, 0.0),))
+  p = mixer.Projection(16, cfg, rngs=nnx.Rngs(0), extra_gates=(("gamma", 4, 3.0),))
+  inputs, extra, conv = p(cfg, X)
+  assert extra["gamma"].shape == (2, 2, 9, 4) and len(conv) == 3
+  np.testing.assert_allclose(jnp.linalg.norm(inputs[0].k, axis=-1), 1.0, rtol=1e-5)
+  assert float(inputs[0].lr.max()) <= cfg.lr_max

@@ -1,5 +1,5 @@
-"""Model tests: causality of every mixer, attention against a brute-force reference, RoPE's
-relative-position property, parameter accounting, precision, chunk-size changes."""
+"""The decoder: causality of every mixer, parameter accounting, precision, chunk-size
+changes, config errors."""
 
 import dataclasses
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tnx.models import LM, LMConfig, available_families, param_counts, set_chunk_sizes
+from tnx.models import LM, LMConfig, param_counts, set_chunk_sizes
 
 FAMILY = {"titans": "titans", "ttt": "ttt", "tnt": "tnt", "atlas": "atlas"}
 MEMORY = {  # tiny chunk / shard sizes so a 32-token sequence spans several chunks and shards
@@ -20,7 +20,7 @@ MEMORY = {  # tiny chunk / shard sizes so a 32-token sequence spans several chun
     "atlas": {"chunk_size": 4},
 }
 ALL_MIXERS = ["attention", "swa", "titans_lmm", "titans_mal", "titans_mag", "titans_mac",
-              "ttt_linear", "ttt_mlp", "tnt", "atlas"]
+              "ttt_linear", "ttt_mlp", "tnt", "atlas", "atlas_mag", "atlas_mal"]
 
 
 def family_of(mixer):
@@ -38,12 +38,12 @@ def jitted(model):
 
 def tiny(mixer, n_layers=2, **kw):
   fam = family_of(mixer)
-  if fam is not None and fam not in available_families():
-    pytest.skip(f"memory family {fam} not available")
   memory = {fam: MEMORY[fam]} if fam else {}
+  # ATLAS hybrids: 4 persistent tokens keep L + Np a multiple of the chunk (the Muon Omega
+  # path is not finite on a partial last chunk yet: test_atlas_mixers' xfail).
+  persistent = 4 if mixer.startswith("atlas_") else 2
   return LMConfig(vocab_size=64, d_model=16, n_layers=n_layers, n_heads=2, mixers=(mixer,),
-                  window=8,
-                  n_persistent=2, memory=memory, **kw)
+                  window=8, n_persistent=persistent, memory=memory, **kw)
 
 
 @pytest.mark.parametrize("mixer", ALL_MIXERS)
