@@ -136,7 +136,8 @@ def run_e1(cfg: mlc.ConfigDict, out: str) -> dict[str, Any]:
                            color=line.get_color(), label=f"n={n} LSA* MC m={c.m}")
       axes[0, si].semilogy(ks, bound, ":", color=line.get_color())
       if c.train:
-        axes[0, si].semilogy(ks, entry["trained_mc_mean"], "x", color=line.get_color(), ms=4)
+        axes[0, si].semilogy(ks, entry["trained_mc_mean"], "x", color=line.get_color(), ms=4,
+                             label=f"n={n} trained LSA MC")
       for k in sorted({1, 2, 3, 5, 10, 20, k_max} & set(ks.tolist())):
         rows.append([n, k, inf[k - 1], entry["mc_mean"][k - 1], entry["mc_se"][k - 1],
                      entry.get("trained_mc_mean", [np.nan] * k_max)[k - 1], bound[k - 1]])
@@ -233,9 +234,12 @@ def run_e2(cfg: mlc.ConfigDict, out: str) -> dict[str, Any]:
                 [pick(entry["mc_mean"], k) for k in (1, 5, 10)] +
                 ([entry["trained_k_star"], entry["trained_diverging"]] if c.train else []))
     line, = ax.semilogy(ks, best.curve, "-", label=f"n={n} theory (k*={best.k_star})")
-    ax.semilogy(ks, entry["mc_mean"], "o", ms=3, color=line.get_color())
+    first = ni == 0
+    ax.semilogy(ks, entry["mc_mean"], "o", ms=3, color=line.get_color(),
+                label=f"dots: LSA* Monte Carlo, m={c.m}" if first else None)
     if c.train:
-      ax.semilogy(ks, entry["trained_inf"], "x", ms=4, color=line.get_color())
+      ax.semilogy(ks, entry["trained_inf"], "x", ms=4, color=line.get_color(),
+                  label="crosses: trained LSA, m=inf" if first else None)
     ax.plot([best.k_star], [best.curve[best.k_star - 1]], "k*", ms=10)
   ax.axhline(d, color="gray", lw=0.8, ls=":")
   ax.set(xlabel="CoT steps k", ylabel="E ||w_k - w||^2", ylim=(1e-3, 1e6),
@@ -284,24 +288,29 @@ def run_e3(cfg: mlc.ConfigDict, out: str) -> dict[str, Any]:
       mean, se = gpt.error_curve(model, prompts, jnp.zeros_like(prompts.w_BxD), k_max)
       pre = theory.optimum_preconditioner(lam, n)
       ref = theory.error_curve_finite_mc(cfg.seed, pre, cov, m, k_max, draws=2000).mean
+      ref_inf = theory.error_curve_inf(pre, cov, k_max)
       run[tname] = {"gpt_mean": mean, "gpt_se": se, "lsa_theory_finite_m": ref,
-                    "gpt_k_best": int(np.argmin(mean)) + 1}
+                    "lsa_theory_inf": ref_inf, "gpt_k_best": int(np.argmin(mean)) + 1}
       line, = axes[ti].semilogy(ks, mean, "o-", ms=3, label=f"GPT n={n}")
-      axes[ti].semilogy(ks, ref, "--", color=line.get_color(), label=f"LSA* theory n={n}")
+      axes[ti].semilogy(ks, ref, "--", color=line.get_color(), label=f"LSA* m={m}")
+      axes[ti].semilogy(ks, ref_inf, ":", color=line.get_color(), label="LSA* m=inf")
       rows.append([n, tname, m] + [mean[k - 1] for k in (1, 2, 5, 10, k_max) if k <= k_max] +
-                  [int(np.argmin(mean)) + 1, ref[0], int(np.argmin(ref)) + 1])
+                  [int(np.argmin(mean)) + 1, ref[0], int(np.argmin(ref)) + 1, ref_inf[0],
+                   int(np.argmin(ref_inf)) + 1])
     res["runs"][n] = run
   for ax, tname in zip(axes, tests):
-    ax.set(xlabel="CoT steps k", ylabel="E ||w_k - w||^2", ylim=(None, 1e3),
-           title=f"{tname}; train j^-{c.alpha}, start={c.start}, train_cot={c.train_cot}")
+    ax.set(xlabel="CoT steps k", ylabel="E ||w_k - w||^2", ylim=(None, 1e3))
+    ax.set_title(f"{tname}\ntrain j^-{c.alpha}, start={c.start}, train_cot={c.train_cot}",
+                 fontsize=9)
     ax.legend(fontsize=7)
   save(fig, out, "icl_e3_gpt.png")
   metrics.plot_curves(losses, os.path.join(out, "icl_e3_loss.png"),
                       xlabel=f"x{c.log_every} steps", ylabel="train MSE per coordinate")
   cols = [f"e_{k}" for k in (1, 2, 5, 10, k_max) if k <= k_max]
+  header = ["n", "test", "m"] + cols + ["argmin_k", "LSA* e_1", "LSA* k*", "LSA* m=inf e_1",
+                                        "LSA* m=inf k*"]
   res["markdown"] = (f"training option: start={c.start} (scale {c.start_scale}), train_cot="
-                     f"{c.train_cot}; {gcfg}\n\n" + md_table(
-                         ["n", "test", "m"] + cols + ["argmin_k", "LSA* e_1", "LSA* k*"], rows))
+                     f"{c.train_cot}; {gcfg}\n\n" + md_table(header, rows))
   return res
 
 
@@ -384,6 +393,9 @@ RUNNERS = {"E1": run_e1, "E2": run_e2, "E3": run_e3, "E4": run_e4}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+  # float64 for the closed forms, the selection solvers and E2's exploding curves; training
+  # and the GPT ask for float32 explicitly.
+  jax.config.update("jax_enable_x64", True)
   cfg = parse(sys.argv[1:] if argv is None else argv)
   out = os.path.join(cfg.workdir, cfg.experiment)
   os.makedirs(out, exist_ok=True)

@@ -16,7 +16,7 @@ def _prompts(key, batch, m, cov=LAM):
 
 
 def test_appended_equals_looped_equals_recursion():
-  """k <= 6 steps, float64, tolerance 1e-10 (spec of the paper's Prop. 3.2 equivalence)."""
+  """k <= 6 steps, float64, tolerance 1e-10 (the equivalence behind the paper's Prop. 3.2)."""
   params = lsa.optimal_params(LAM, 10)
   p = _prompts(jax.random.key(0), 3, 15)
   k = 6

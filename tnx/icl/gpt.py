@@ -33,7 +33,8 @@ from flax import nnx
 
 from tnx import validation
 from tnx.icl.task import Prompts
-from tnx.models.lm import Block, LMConfig
+from tnx.models.config import LMConfig
+from tnx.models.lm import Block
 from tnx.nn.layers import RMSNorm, dtype_of, linear
 
 FEATURE, LABEL, ESTIMATE = 0, 1, 2

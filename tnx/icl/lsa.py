@@ -14,12 +14,10 @@ w_hat -> w_hat + c V~ S (w_hat - w), S = X X^T / count, and the optimum is c V~ 
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from tnx import validation
 from tnx.icl import theory
@@ -47,7 +45,7 @@ def sparse_params(v_tilde_DxD: Any, c: float = 1.0, *, dtype: Any = jnp.float64
   v_tilde = jnp.asarray(v_tilde_DxD, dtype)
   if v_tilde.ndim != 2 or v_tilde.shape[0] != v_tilde.shape[1]:
     raise ValueError(f"v_tilde_DxD must be [d, d], got shape {list(v_tilde.shape)}")
-  c = validation.positive("c", c) if not isinstance(c, jax.core.Tracer) else c
+  c = validation.positive("c", c) if validation.is_concrete(c) else c
   d = v_tilde.shape[0]
   e = 2 * d + 2
   v = jnp.zeros((e, e), dtype).at[d + 1:2 * d + 1, :d].set(v_tilde)
@@ -95,13 +93,6 @@ def reduced_step(w_hat_D: jax.Array, s_DxD: jax.Array, w_D: jax.Array, p_DxD: ja
   return w_hat_D - p_DxD @ (s_DxD @ (w_hat_D - w_D))
 
 
-def check_context(name: str, n: Any) -> Any:
-  """n >= 1 or math.inf."""
-  if isinstance(n, float) and math.isinf(n) and n > 0:
-    return n
-  return validation.positive_int(name, n)
-
-
 def random_params(key: jax.Array, d: int, scale: float = 0.1, *, dtype: Any = jnp.float64
                   ) -> LSAParams:
   """Dense Gaussian (V, W) with std `scale` (for tests of the general, non-sparse forms)."""
@@ -111,6 +102,3 @@ def random_params(key: jax.Array, d: int, scale: float = 0.1, *, dtype: Any = jn
   return LSAParams(scale * jax.random.normal(kv, (e, e), dtype),
                    scale * jax.random.normal(kw, (e, e), dtype))
 
-
-def as_numpy(params: LSAParams) -> LSAParams:
-  return LSAParams(np.asarray(params.v_ExE), np.asarray(params.w_ExE))

@@ -55,7 +55,7 @@ def objective(pi: Any, prob: SelectionProblem) -> float:
   return float(prob.d - 2 * prob.b_T @ pi + pi @ prob.g_TxT @ pi)
 
 
-def solve_slsqp(prob: SelectionProblem, *, tol: float = 1e-15, max_iter: int = 1000
+def solve_slsqp(prob: SelectionProblem, *, tol: float = 1e-14, max_iter: int = 1000
                 ) -> np.ndarray:
   """scipy SLSQP with the equality constraint and [0, 1] bounds, from the uniform mix."""
   t = len(prob.b_T)
@@ -64,9 +64,13 @@ def solve_slsqp(prob: SelectionProblem, *, tol: float = 1e-15, max_iter: int = 1
       jac=lambda p: 2 * (prob.g_TxT @ p - prob.b_T), method="SLSQP", bounds=[(0, 1)] * t,
       constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1, "jac": lambda p: np.ones(t)}],
       options={"ftol": tol, "maxiter": max_iter})
-  if not res.success:
-    raise RuntimeError(f"SLSQP failed: {res.message}")
-  return _clean(res.x)
+  pi = _clean(res.x)
+  # SLSQP may stop with a line-search message once f is at round-off level; accept the point
+  # when it satisfies the optimality conditions, fail loudly otherwise.
+  if not res.success and kkt(pi, prob).pg_residual > 1e-8 * max(1.0, np.abs(prob.b_T).max()):
+    raise RuntimeError(f"SLSQP failed: {res.message} (projected-gradient residual "
+                       f"{kkt(pi, prob).pg_residual:.3g})")
+  return pi
 
 
 def solve_projected_gradient(prob: SelectionProblem, *, steps: int = 20000,

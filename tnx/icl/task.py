@@ -26,7 +26,7 @@ PD_RTOL = 1e-12        # eigenvalues below PD_RTOL * max eigenvalue count as zer
 
 
 def _is_tracer(x: Any) -> bool:
-  return isinstance(x, jax.core.Tracer)
+  return not validation.is_concrete(x)
 
 
 def check_cov(name: str, cov: Any, *, d: int | None = None,
