@@ -46,7 +46,7 @@ def test_subset_leaf_and_entry_masks(problem):
   subset = grads.ParamSubset(params, mask)
   assert subset.size == 3 + 15
   g = grads.per_example_grads(sandbox.mlp_loss, params, pool, subset=subset, chunk_size=4)
-  full = jax.vmap(lambda e: jax.grad(sandbox.mlp_loss)(params, e))(pool)
+  full = jax.jit(jax.vmap(lambda e: jax.grad(sandbox.mlp_loss)(params, e)))(pool)
   want = np.concatenate([np.asarray(full["w1"]).reshape(15, -1)[:, np.flatnonzero(entry)],
                          np.asarray(full["w2"]).reshape(15, -1)], axis=1)
   np.testing.assert_allclose(g, want, rtol=1e-12)

@@ -49,8 +49,8 @@ def _rand_like(params, seed, scale=1.0):
 
 
 def _max_diff(a, b):
-  return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a),
-                                                           jax.tree.leaves(b)))
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
@@ -86,15 +86,16 @@ def test_adam_affine_equals_the_frozen_moment_step_and_approaches_the_real_one(p
     m1 = 0.9 * m + 0.1 * g
     upd = (m1 / (1 - 0.9**t)) / (jnp.sqrt(0.95 * v / (1 - 0.95**t)) + 1e-8)
     return p - lr * (upd + jnp.where(msk, 0.1 * p, 0.0))
-  manual = jax.tree.map(frozen, params, adam.mu, adam.nu, g, mask)
-  assert _max_diff(step.apply(params, g), manual) < 1e-14
+  manual = jax.jit(lambda *t: jax.tree.map(frozen, *t))(params, adam.mu, adam.nu, g, mask)
+  apply = jax.jit(step.apply)
+  assert _max_diff(apply(params, g), manual) < 1e-14
   # The real step adds (1 - b2) g^2 to v: the gap shrinks like g^2.
   gaps = []
   update = jax.jit(tx.update)
   for scale in (1e-2, 1e-3):
     gs = jax.tree.map(lambda x: scale * x, g)
     updates, _ = update(gs, state, params)
-    gaps.append(_max_diff(step.apply(params, gs), optax.apply_updates(params, updates)))
+    gaps.append(_max_diff(apply(params, gs), optax.apply_updates(params, updates)))
   assert gaps[1] < gaps[0] / 50
 
 
@@ -117,35 +118,36 @@ def test_adam_influences_are_a_finite_difference_of_a_real_adamw_step(problem):
   derivative in w_i of L_T(real AdamW step on the w-weighted pool gradient) at w = 0."""
   params, pool, tgt = problem
   n = pool["x"].shape[0]
+  opt = _opt_config()
+  opt.peak_lr = 1e-4
+  tx = optim.make_optimizer(opt, total_steps=20)
+  warm, state = _warm(tx, params, pool)
+  mask = lambda p: optim.decay_mask(p, exclude=("b1", "b2"))
+  hyper = dict(learning_rate=optim.schedule(opt, 20), b1=0.9, b2=0.95, eps=1e-8,
+               weight_decay=0.1, weight_decay_mask=mask)
+  subset = grads.ParamSubset(warm)
+  g_s = grads.per_example_grads(sandbox.mlp_loss, warm, pool, subset=subset, chunk_size=4)
+  g_t = jnp.mean(grads.per_example_grads(sandbox.mlp_loss, warm, tgt, subset=subset,
+                                         chunk_size=4), axis=0)
+
+  @jax.jit
+  def effect(w):
+    g = jax.grad(lambda p: jnp.sum(w * jax.vmap(lambda e: sandbox.mlp_loss(p, e))(pool))
+                 / n)(warm)
+    updates, _ = tx.update(g, state, warm)
+    return sandbox.mean_loss(optax.apply_updates(warm, updates), tgt)
+
+  eps = 1e-2
+  fd = np.array([(effect(eps * e) - effect(-eps * e)) / (2 * eps) for e in jnp.eye(n)])
   errors = {}
-  for peak in (1e-3, 1e-4):
-    opt = _opt_config()
-    opt.peak_lr = peak
-    tx = optim.make_optimizer(opt, total_steps=20)
-    warm, state = _warm(tx, params, pool)
-    step = optimizer.adam_affine(state, warm, learning_rate=optim.schedule(opt, 20), b1=0.9,
-                                 b2=0.95, eps=1e-8, weight_decay=0.1,
-                                 weight_decay_mask=lambda p: optim.decay_mask(
-                                     p, exclude=("b1", "b2")))
-    subset = grads.ParamSubset(warm)
-    g_s = grads.per_example_grads(sandbox.mlp_loss, warm, pool, subset=subset, chunk_size=4)
-    g_t = jnp.mean(grads.per_example_grads(sandbox.mlp_loss, warm, tgt, subset=subset,
-                                           chunk_size=4), axis=0)
+  for convention in ("decayed", "stored"):
+    step = optimizer.adam_affine(state, warm, second_moment=convention, **hyper)
     p_adam = (g_s * subset.flatten(step.a)) @ g_t
-
-    @jax.jit
-    def effect(w):
-      g = jax.grad(lambda p: jnp.sum(w * jax.vmap(lambda e: sandbox.mlp_loss(p, e))(pool))
-                   / n)(warm)
-      updates, _ = tx.update(g, state, warm)
-      return sandbox.mean_loss(optax.apply_updates(warm, updates), tgt)
-
-    eps = 1e-2
-    fd = np.array([(effect(eps * e) - effect(-eps * e)) / (2 * eps) for e in jnp.eye(n)])
-    lr = float(step.lr)
-    errors[peak] = np.max(np.abs(-fd * n / lr - p_adam)) / np.max(np.abs(p_adam))
-  assert errors[1e-4] < 1e-2
-  assert errors[1e-4] < errors[1e-3] / 5  # the mismatch is the O(lr) Taylor remainder
+    errors[convention] = np.max(np.abs(-fd * n / float(step.lr) - p_adam)) / np.max(
+        np.abs(p_adam))
+  assert errors["decayed"] < 2e-3       # the O(lr) Taylor remainder at lr ~ 1e-4
+  # Using the stored v (not b2 v) misses the real step's derivative by ~ 1 - sqrt(b2).
+  assert errors["stored"] == pytest.approx(1 - np.sqrt(0.95), rel=0.1)
 
 
 def test_hyperparameters_from_injected_state_and_missing_ones(problem):

@@ -81,7 +81,10 @@ def test_budget_and_tie_errors():
   for bad in (0, -1, 6, 2.5, True):
     with pytest.raises(ValueError, match="k must be an integer with 1 <= k <= 5"):
       W.robust_first_order(p, bad)
+  tied = np.array([3.0, 1.0, 1.0, 0.0])  # tie at the 2nd/3rd value
   with pytest.raises(ValueError, match="k=2: no L2 strength"):
-    W.robust_first_order(np.array([3.0, 1.0, 1.0, 0.0]), 2)  # tie at the 2nd/3rd value
+    W.robust_first_order(tied, 2, break_ties=False)
+  idx, w, _ = W.robust_first_order(tied, 2)
+  assert list(idx) == [0, 1] and np.count_nonzero(w) == 2
   with pytest.raises(ValueError, match="lam must be a finite number > 0"):
     W.qp_weights(jnp.ones(3), lambda v: v, 1.0, 0.0, 3.0)

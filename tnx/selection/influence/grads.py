@@ -124,11 +124,14 @@ class ParamSubset:
 
   def flatten(self, tree: Any) -> jax.Array:
     """[P] vector of the selected entries of a pytree shaped like params (a gradient, an
-    optimizer preconditioner)."""
-    return self.flatten_selected(self.select(tree))
+    optimizer preconditioner); compiled once per subset."""
+    return _flatten_jit(self, tree)
 
   def unflatten(self, vec_P: jax.Array, like: Any) -> Any:
     """A pytree shaped like `like`, zero outside the subset, `vec_P` inside."""
+    return _unflatten_jit(self, vec_P, like)
+
+  def _unflatten(self, vec_P: jax.Array, like: Any) -> Any:
     leaves = [jnp.zeros_like(x) for x in jax.tree.leaves(like)]
     offset = 0
     for i in self.leaf_ids:
@@ -140,6 +143,16 @@ class ParamSubset:
       leaves[i] = flat.reshape(self.shapes[i])
       offset += count
     return jax.tree.unflatten(self.treedef, leaves)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _flatten_jit(subset: ParamSubset, tree: Any) -> jax.Array:
+  return subset.flatten_selected(subset.select(tree))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _unflatten_jit(subset: ParamSubset, vec_P: jax.Array, like: Any) -> Any:
+  return subset._unflatten(vec_P, like)
 
 
 def example_mapper(fn: Callable[[Any, Any], Any], *, chunk_size: int,

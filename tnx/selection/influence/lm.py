@@ -72,11 +72,20 @@ class Trainer:
                          donate_argnums=0)
     self._eval = jax.jit(steps.make_eval_step(self.graphdef))
     self._exact = jax.jit(self._exact_fn)
+    self._opt_init = jax.jit(self.tx.init)
 
   def init(self, seed: int) -> dict[str, Any]:
     """A fresh train state (params from `seed`, zero optimizer state)."""
     init = steps.init_state_fn(self.lm, self.tx, seed)
     return jax.jit(init, out_shardings=shd.tree_shardings(jax.eval_shape(init), self.mesh))()
+
+  def state_from(self, params: Any, rest: Any, seed: int) -> dict[str, Any]:
+    """A train state starting at (a copy of) `params` with this trainer's fresh optimizer state
+    (the train step donates its input, so the caller's params stay valid)."""
+    params = jax.tree.map(jnp.copy, params)
+    return {"params": params, "rest": rest, "opt_state": self._opt_init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.key(seed))}
 
   def train(self, state: dict[str, Any], examples: dict[str, np.ndarray],
             idx: np.ndarray | None, *, num_steps: int, batch: int, seed: int
@@ -112,7 +121,7 @@ class Trainer:
 
 def save_state(state: dict[str, Any], directory: str) -> None:
   """The train state as a one-step orbax checkpoint (tnx.train.checkpoint)."""
-  ck = ckpt_lib.Checkpointer(directory, max_to_keep=1)
+  ck = ckpt_lib.Checkpointer(directory)
   ck.save(int(state["step"]), state, None, {"step": int(state["step"])})
   ck.close()
 

@@ -34,6 +34,7 @@ step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -146,19 +147,30 @@ def adam_affine(opt_state: Any, params: Any, *, learning_rate: float | Callable 
   eps_root = validation.non_negative("eps_root", _resolve("eps_root", eps_root, hp, 0.0))
   wd = validation.non_negative("weight_decay", _resolve("weight_decay", weight_decay, hp, 0.0))
   lr = _learning_rate(opt_state, learning_rate, hp, adam.count)
-  t1 = jnp.asarray(adam.count).astype(jax.tree.leaves(adam.mu)[0].dtype) + 1
+  v_scale = b2 if second_moment == "decayed" else 1.0
+  mask = None
+  if wd:
+    mask = weight_decay_mask(params) if callable(weight_decay_mask) else weight_decay_mask
+  a, drift = _adam_terms(adam.count, adam.mu, adam.nu, params, mask, b1, b2, eps, eps_root, wd,
+                         v_scale)
+  return AffineStep(lr, a, drift, "adam")
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10))
+def _adam_terms(count, mu, nu, params, mask, b1, b2, eps, eps_root, wd, v_scale):
+  """(a, b) of the next Adam step, in one compiled computation over the state pytrees."""
+  t1 = jnp.asarray(count).astype(jax.tree.leaves(mu)[0].dtype) + 1
   c1 = 1 - b1**t1
   c2 = 1 - b2**t1
-  v_scale = b2 if second_moment == "decayed" else 1.0
 
   def denom(v):
     return jnp.sqrt(v_scale * v / c2 + eps_root) + eps
 
-  a = jax.tree.map(lambda v: ((1 - b1) / c1 / denom(v)).astype(v.dtype), adam.nu)
-  drift = jax.tree.map(lambda m, v: (b1 * m / c1 / denom(v)).astype(m.dtype), adam.mu, adam.nu)
+  a = jax.tree.map(lambda v: ((1 - b1) / c1 / denom(v)).astype(v.dtype), nu)
+  drift = jax.tree.map(lambda m, v: (b1 * m / c1 / denom(v)).astype(m.dtype), mu, nu)
   if wd:
-    drift = jax.tree.map(jnp.add, drift, _decay(params, wd, weight_decay_mask))
-  return AffineStep(lr, a, drift, "adam")
+    drift = jax.tree.map(jnp.add, drift, _decay(params, wd, mask))
+  return a, drift
 
 
 def sgd_affine(opt_state: Any, params: Any, *, learning_rate: float | Callable | None = None,

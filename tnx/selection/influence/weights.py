@@ -117,8 +117,8 @@ def search_lambda(support: Callable[[float], int], k: int, lo: float, hi: float,
                    "non-zeros; tied scores at the k-th value, or a non-monotone QP support)")
 
 
-def robust_first_order(p: jax.Array, k: int, total: float | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, float]:
+def robust_first_order(p: jax.Array, k: int, total: float | None = None, *,
+                       break_ties: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
   """(indices [k], weights [k], lam): first-order robust weights with lam searched by
   bisection so that exactly k are non-zero. Only the top k + 1 entries of p are gathered.
 
@@ -126,6 +126,10 @@ def robust_first_order(p: jax.Array, k: int, total: float | None = None
     p: influences [n] (a jax array, possibly sharded, or numpy).
     k: number of non-zero weights, 1 <= k <= n.
     total: the simplex mass (default n).
+    break_ties: equal scores (e.g. duplicated samples) admit no lam with exactly k non-zeros
+      when they straddle the k-th place; with True they are ordered as lax.top_k returns them
+      (lower index first), each later one lowered by 1e-12 of the largest |score|; with False
+      such ties raise ValueError.
   """
   n = int(np.shape(p)[0])
   k = check_budget(k, n)
@@ -133,6 +137,8 @@ def robust_first_order(p: jax.Array, k: int, total: float | None = None
   count = min(k + 1, n)
   vals, idx = jax.lax.top_k(jnp.asarray(p), count)
   vals, idx = np.asarray(vals, np.float64), np.asarray(idx)
+  if break_ties and np.any(np.diff(vals) == 0):
+    vals = vals - np.arange(count) * 1e-12 * max(float(np.abs(vals).max()), 1e-300)
   lo, hi = lambda_interval_for_k(vals, k, total)
   scale = max(float(np.abs(vals).max()), 1e-300)
   lam = search_lambda(lambda lam: support_size_first_order(vals, lam, total), k,

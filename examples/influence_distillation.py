@@ -1,0 +1,515 @@
+"""Influence Distillation (Nikdan et al., arXiv 2505.19051): exact sandbox and LM selection.
+
+  python -m examples.influence_distillation --experiment=sandbox   # exact maths on an MLP
+  python -m examples.influence_distillation --experiment=lm        # tnx LM, 3 targets x 3 seeds
+  python -m examples.influence_distillation --experiment=lm --smoke           # seconds
+  python -m examples.influence_distillation --experiment=sandbox --docs       # figures -> docs/
+
+Writes <workdir>/<experiment>/{results.json, results.md, *.png}; config:
+tnx/configs/influence_distillation.py (any field: --config.lm.k=128).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+from flax import nnx
+from scipy.stats import spearmanr
+
+from tnx import validation
+from tnx.configs.influence_distillation import EXPERIMENTS
+from tnx.selection import influence as idl
+from tnx.selection.influence import lm as lm_lib
+from tnx.selection.influence import minitulu, sandbox
+from tnx.train import config as config_lib
+from tnx.train import metrics, optim
+
+
+def parse(argv: list[str]) -> mlc.ConfigDict:
+  """`--experiment=lm` on top of tnx.train.config.parse_args (which also takes --docs)."""
+  rest = []
+  for a in argv:
+    if a.startswith("--experiment="):
+      rest.append("--config.experiment=" + a.split("=", 1)[1])
+    else:
+      rest.append(a)
+  cfg, _ = config_lib.parse_args(rest, default="influence_distillation")
+  validation.one_of("experiment", cfg.experiment, EXPERIMENTS)
+  return cfg
+
+
+def floats(text: Any) -> list[float]:
+  return [float(t) for t in config_lib.split_list(text)]
+
+
+def ints(text: Any) -> list[int]:
+  return [int(t) for t in config_lib.split_list(text)]
+
+
+def jaccard(a: Any, b: Any) -> float:
+  a, b = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
+  return len(a & b) / max(len(a | b), 1)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows])
+
+
+def plot(curves: dict[str, tuple[Any, Any]], path: str, *, xlabel: str, ylabel: str,
+         title: str, log: bool = False, logx: bool = False) -> None:
+  """Line plot of {label: (x, y)} with optional log axes (tnx.train.metrics.plot_curves is
+  linear-only)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, (x, y) in curves.items():
+    ax.plot(x, np.maximum(np.asarray(y, float), 1e-300) if log else y, marker="o", ms=3,
+            label=label)
+  if log or logx:
+    ax.set_xscale("log")
+  if log:
+    ax.set_yscale("log")
+  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# ===================================================================================== sandbox
+
+
+def run_sandbox(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
+  """Exact gradients and Hessian of a small MLP: every approximation against its target."""
+  s = c.sandbox
+  sc = sandbox.SandboxConfig(dim=s.dim, hidden=s.hidden, num_classes=s.num_classes,
+                             num_domains=s.num_domains, per_domain=s.per_domain,
+                             target_size=s.target_size, heldout_size=s.heldout_size,
+                             seed=c.seed)
+  data = sandbox.make_sandbox(sc, jnp.float64)
+  pool, tgt, held = data["pool"], data["target"], data["heldout"]
+  domain = np.asarray(data["domain"])
+  n = int(pool["x"].shape[0])
+  rng = np.random.default_rng(c.seed)
+
+  # Warm-up with tnx.train's AdamW (schedule, clipping, decay mask); keep the optax state.
+  total = s.warm_steps + s.train_steps
+  opt = mlc.ConfigDict(dict(peak_lr=s.warm_lr, warmup_steps=max(1, s.warm_steps // 10),
+                            final_lr_ratio=0.1, b1=0.9, b2=s.b2, eps=1e-8, weight_decay=0.1,
+                            no_decay=("b1", "b2"), clip=1.0))
+  tx = optim.make_optimizer(opt, total)
+  mask = lambda p: optim.decay_mask(p, exclude=("b1", "b2"))
+
+  @jax.jit
+  def adam_step(params, state, batch):
+    updates, state = tx.update(jax.grad(sandbox.mean_loss)(params, batch), state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = sandbox.mlp_init(c.seed, s.dim, s.hidden, s.num_classes, jnp.float64)
+  state = tx.init(params)
+  for _ in range(s.warm_steps):
+    idx = rng.choice(n, s.warm_batch, replace=False)
+    params, state = adam_step(params, state, jax.tree.map(lambda a: a[idx], pool))
+  step = idl.adam_affine(state, params, learning_rate=optim.schedule(opt, total), b1=0.9,
+                         b2=s.b2, eps=1e-8, weight_decay=0.1, weight_decay_mask=mask)
+  lr_next = float(step.lr)
+
+  # Exact quantities over all parameters.
+  subset = idl.ParamSubset(params)
+  g_s = idl.per_example_grads(sandbox.mlp_loss, params, pool, subset=subset, chunk_size=256)
+  target_loss = jax.jit(lambda p: sandbox.mean_loss(p, tgt))
+  held_loss = jax.jit(lambda p: sandbox.mean_loss(p, held))
+  g_t = subset.flatten(jax.grad(target_loss)(params))
+  flat0 = subset.flatten(params)
+  hess = jax.jit(jax.hessian(lambda v: target_loss(subset.unflatten(v, params))))(flat0)
+  hvp = lambda v: hess @ v
+  a_p, b_p = subset.flatten(step.a), subset.flatten(step.b)
+  g_pre = g_s * a_p
+  p_gd, p_adam = np.asarray(g_s @ g_t), np.asarray(g_pre @ g_t)
+  res: dict[str, Any] = {"pool": n, "params": subset.size, "lr_next": lr_next}
+  md = [f"Pool n = {n} ({s.num_domains} domains), {subset.size} parameters, target m = "
+        f"{s.target_size}, next Adam lr = {lr_next:.3g}."]
+
+  # (a) Taylor prediction vs the real change of the target loss.
+  w = jnp.asarray(rng.dirichlet(np.ones(n)) * n)
+  rows, res["taylor"] = [], {}
+  for kind, a, b, scale in (("gd", jnp.ones_like(a_p), jnp.zeros_like(b_p), 1.0),
+                            ("adam", a_p, b_p, s.warm_lr)):
+    d = idl.scores.weighted_direction(g_s, w, a, b)
+    lrs = np.array(floats(s.taylor_lrs)) * scale
+    r1, r2, true = [], [], []
+    for lr in lrs:
+      t = float(target_loss(subset.unflatten(flat0 - lr * d, params)) - target_loss(params))
+      true.append(t)
+      r1.append(abs(t - float(idl.scores.predicted_change(g_t, None, d, lr))))
+      r2.append(abs(t - float(idl.scores.predicted_change(g_t, hvp, d, lr))))
+    sl = lambda r: float(np.polyfit(np.log(lrs[-3:]), np.log(r[-3:]), 1)[0])
+    res["taylor"][kind] = dict(lrs=lrs.tolist(), true=true, resid1=r1, resid2=r2,
+                               slope1=sl(r1), slope2=sl(r2))
+    rows.append([kind, sl(r1), sl(r2), r1[-1], r2[-1]])
+  md += ["\n### Taylor check (random w on the simplex)\n",
+         table(["step", "slope 1st-order resid", "slope 2nd-order resid",
+                "resid1 @ smallest lr", "resid2 @ smallest lr"], rows)]
+  plot({f"{k} {o}": (res["taylor"][k]["lrs"], res["taylor"][k][f"resid{i}"])
+                       for k in ("gd", "adam") for i, o in ((1, "1st"), (2, "2nd"))},
+                      os.path.join(out, "id_sandbox_taylor.png"), xlabel="learning rate",
+                      ylabel="|true - predicted| change", title="Taylor residuals", log=True)
+
+  # (b) GD vs Adam influences: which samples, and what a real Adam run on them does.
+  k = s.k
+  picks = {"uniform": rng.choice(n, k, replace=False),
+           "gd": idl.robust_first_order(p_gd, k)[0], "adam": idl.robust_first_order(p_adam, k)[0]}
+  rows, res["gd_vs_adam"] = [], {}
+  for name, idx in picks.items():
+    sub = jax.tree.map(lambda a: a[jnp.asarray(idx)], pool)
+    p1, s1 = adam_step(params, state, sub)
+    one = float(held_loss(p1) - held_loss(params))
+    pt, st = params, state
+    for _ in range(s.train_steps):
+      pt, st = adam_step(pt, st, sub)
+    comp = np.bincount(domain[np.asarray(idx)], minlength=s.num_domains) / k
+    res["gd_vs_adam"][name] = dict(one_step=one, trained_loss=float(held_loss(pt)),
+                                   trained_acc=float(sandbox.accuracy(pt, held)),
+                                   domains=comp.tolist())
+    rows.append([name, one, float(held_loss(pt)), float(sandbox.accuracy(pt, held)),
+                 comp[0], comp[1], comp[2]])
+  res["gd_vs_adam"]["overlap"] = jaccard(picks["gd"], picks["adam"])
+  res["gd_vs_adam"]["spearman"] = float(spearmanr(p_gd, p_adam)[0])
+  md += [f"\n### GD vs Adam influences (k = {k}; top-k Jaccard "
+         f"{res['gd_vs_adam']['overlap']:.2f}, Spearman {res['gd_vs_adam']['spearman']:.2f})\n",
+         table(["selection", "held-out dloss, 1 Adam step", f"loss after {s.train_steps} steps",
+                "accuracy", "share aligned", "share look-alike", "share noisy"], rows)]
+
+  # (c) First vs second order at the modelled step's lr.
+  rows, res["order"] = [], []
+  for lr in floats(s.order_lrs):
+    lr = lr * lr_next
+    p2 = np.asarray(g_pre @ (g_t - lr * hvp(b_p)))
+    qmv = jax.jit(lambda v: g_pre @ (hess @ (g_pre.T @ v)) / n)
+    i1, w1, _ = idl.robust_first_order(p_adam, k)
+    i2, w2, lam2 = idl.robust_qp(jnp.asarray(p2), qmv, lr, k, steps=s.qp_steps, tol=1e-9)
+
+    def change(idx, wts, lr=lr):
+      full = jnp.zeros(n).at[jnp.asarray(idx)].set(jnp.asarray(wts))
+      d = idl.scores.weighted_direction(g_s, full, a_p, b_p)
+      return float(target_loss(subset.unflatten(flat0 - lr * d, params)) - target_loss(params))
+    row = dict(lr=lr, spearman=float(spearmanr(p_adam, p2)[0]), jaccard=jaccard(i1, i2),
+               change_first=change(i1, w1), change_second=change(i2, w2), lam=lam2)
+    res["order"].append(row)
+    rows.append([lr, row["spearman"], row["jaccard"], row["change_first"],
+                 row["change_second"]])
+  md += ["\n### First vs second order (Adam step, k non-zero weights each)\n",
+         table(["lr", "Spearman(p1, p2)", "support Jaccard", "true dL_T, 1st-order w",
+                "true dL_T, 2nd-order w"], rows)]
+  plot({"first-order weights": ([r["lr"] for r in res["order"]],
+                                               [r["change_first"] for r in res["order"]]),
+                       "second-order (QP) weights": ([r["lr"] for r in res["order"]],
+                                                     [r["change_second"] for r in res["order"]])},
+                      os.path.join(out, "id_sandbox_order.png"), xlabel="learning rate",
+                      ylabel="true change of target loss", title="first vs second order",
+                      logx=True)
+
+  # (d) lambda-sparsity curve (first order closed form).
+  top = np.sort(p_adam)[::-1]
+  lo = max(idl.weights.lambda_interval_for_k(top[:2], 1, n)[1], 1e-12)
+  hi = idl.weights.lambda_interval_for_k(top, n, n)[0] * 2
+  lams = np.geomspace(lo / 3, hi, s.lambda_points)
+  sizes = [idl.weights.support_size_first_order(top, lam, n) for lam in lams]
+  res["sparsity"] = dict(lams=lams.tolist(), support=sizes)
+  plot({"first order": (lams.tolist(), sizes)}, os.path.join(out, "id_sandbox_sparsity.png"),
+       xlabel="lambda", ylabel="non-zero weights", title="support size vs L2 strength",
+       log=True)
+
+  # (e) Landmark propagation error vs number of landmarks, three embeddings, two dampings.
+  prefix = {"w1": params["w1"], "b1": params["b1"]}
+  feat = lambda p, e: sandbox.mlp_hidden(p, e["x"])
+  embs = {"jvp": idl.jvp_embeddings(feat, prefix, {"x": pool["x"]}, key=jax.random.key(c.seed),
+                                    num_tangents=s.jvp_tangents, chunk_size=256),
+          "input": pool["x"],
+          "random": jnp.asarray(rng.standard_normal((n, s.jvp_tangents * s.hidden)))}
+  counts = [min(x, n) for x in ints(s.landmark_counts)]
+  top_k = set(np.argsort(-p_adam)[:k].tolist())
+  res["landmarks"] = {}
+  curves = {}
+  for damp in floats(s.damps):
+    for ename, emb in embs.items():
+      errs, rhos, jacs = [], [], []
+      for ell in counts:
+        e_r, r_r, j_r = [], [], []
+        for seed in range(s.landmark_seeds if ell < n else 1):
+          idx = idl.landmarks.random_landmarks(jax.random.key(seed), n, ell)
+          p_hat, _ = idl.krr_propagate(emb, idx, jnp.asarray(p_adam)[idx], damp=damp)
+          p_hat = np.asarray(p_hat)
+          e_r.append(np.linalg.norm(p_hat - p_adam) / np.linalg.norm(p_adam))
+          r_r.append(spearmanr(p_hat, p_adam)[0])
+          j_r.append(jaccard(np.argsort(-p_hat)[:k], list(top_k)))
+        errs.append(float(np.mean(e_r)))
+        rhos.append(float(np.mean(r_r)))
+        jacs.append(float(np.mean(j_r)))
+      res["landmarks"][f"{ename}@{damp:g}"] = dict(counts=counts, rel_error=errs,
+                                                   spearman=rhos, topk_jaccard=jacs)
+      curves[f"{ename}, damp {damp:g}"] = (counts, errs)
+  plot(curves, os.path.join(out, "id_sandbox_landmarks.png"), xlabel="landmarks",
+       ylabel="||p_hat - p|| / ||p||", title="landmark propagation error", log=True)
+  d0 = floats(s.damps)[0]
+  rows = [[e] + [f"{res['landmarks'][f'{e}@{d:g}']['rel_error'][i]:.3g}" for d in floats(s.damps)
+                 for i in (0, len(counts) // 2, len(counts) - 1)] for e in embs]
+  md += [f"\n### Landmark propagation, relative error of p_hat (mean of {s.landmark_seeds} "
+         f"seeds; l = {counts[0]}, {counts[len(counts) // 2]}, {counts[-1]})\n",
+         table(["embedding"] + [f"damp {d:g}, l={counts[i]}" for d in floats(s.damps)
+                                for i in (0, len(counts) // 2, len(counts) - 1)], rows)]
+  jac = res["landmarks"][f"jvp@{d0:g}"]["topk_jaccard"]
+  md.append(f"\nTop-k Jaccard with the exact selection (JVP, damp {d0:g}): "
+            + ", ".join(f"l={ell}: {j:.2f}" for ell, j in zip(counts, jac)))
+
+  # (f) Error propagation: noise in the landmark gradients -> weight error (Thm 4.1 analogue).
+  rms = float(jnp.sqrt(jnp.mean(g_pre**2)))
+  res["noise"] = []
+  rows = []
+  for lam in floats(s.noise_lambdas):
+    w_ref = idl.weights._project_np(p_adam / lam, n)
+    for sigma in floats(s.noise_levels):
+      noisy = g_pre + sigma * rms * jnp.asarray(rng.standard_normal(g_pre.shape))
+      p_n = np.asarray(noisy @ g_t)
+      dw = float(np.linalg.norm(idl.weights._project_np(p_n / lam, n) - w_ref))
+      bound = float(np.linalg.norm(p_n - p_adam) / lam)
+      res["noise"].append(dict(lam=lam, sigma=sigma, weight_error=dw, bound=bound))
+      rows.append([lam, sigma, dw, bound])
+  md += ["\n### Noise in landmark gradients -> weight error (bound ||dp|| / lambda)\n",
+         table(["lambda", "noise std / rms", "||w_noisy - w||", "bound"], rows)]
+  res["markdown"] = "\n".join(md)
+  return res
+
+
+# ========================================================================================= lm
+
+
+def run_lm(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
+  """Warm-up, five selectors at equal budget, fine-tuning and held-out evaluation per target
+  and seed, with the selection wall-clock and an analytic FLOP count per method."""
+  L = c.lm
+  lm_cfg = config_lib.lm_config(L.model)
+  pool = minitulu.make_pool(L.pool_size, seed=c.seed, seq_len=L.seq_len)
+  pool_j = {k: jnp.asarray(pool[k]) for k in lm_lib.FIELDS}
+  n, k = L.pool_size, L.k
+  ft_steps = max(1, math.ceil(L.finetune_epochs * k / L.finetune_batch))
+  warm_tr = lm_lib.Trainer(lm_cfg, L.warm_opt, L.warm_steps)
+  ft_tr = lm_lib.Trainer(lm_cfg, L.finetune_opt, ft_steps)
+  methods = config_lib.split_list(L.methods)
+  for m in methods:
+    validation.one_of("lm.methods", m, ("uniform", "mid_ppl", "embed_sim", "exact", "influence"))
+  base = dict(k=k, sketch=L.sketch, sketch_dim=L.sketch_dim, normalize=L.normalize,
+              target_mode=L.target_mode, chunk_size=L.chunk_size)
+  exact_cfg = idl.SelectionConfig(num_landmarks=None, **base)
+  id_cfg = idl.SelectionConfig(num_landmarks=L.num_landmarks, landmarks=L.landmarks,
+                               kernel=L.kernel, damp=L.damp, **base)
+  rows: list[dict[str, Any]] = []
+  agreement: list[dict[str, Any]] = []
+  for seed in ints(L.seeds):
+    rng = np.random.default_rng(seed)
+    # ----------------------------------------------------------------- warm-up (tnx.train)
+    state = warm_tr.init(seed)
+    warm_idx = rng.choice(n, max(L.warm_batch, int(L.warm_fraction * n)), replace=False)
+    state, _ = warm_tr.train(state, pool, warm_idx, num_steps=L.warm_steps,
+                             batch=L.warm_batch, seed=seed)
+    ckpt_dir = os.path.abspath(os.path.join(out, f"warmup_seed{seed}"))
+    if os.path.exists(ckpt_dir):
+      shutil.rmtree(ckpt_dir)
+    lm_lib.save_state(state, ckpt_dir)
+    warm = lm_lib.restore_state(ckpt_dir, state)
+    params, rest = warm["params"], warm["rest"]
+    loss_fn = lm_lib.example_loss(warm_tr.graphdef, rest)
+    step = idl.adam_affine(warm["opt_state"], params, learning_rate=warm_tr.schedule,
+                           b1=L.warm_opt.b1, b2=L.warm_opt.b2, eps=L.warm_opt.eps,
+                           weight_decay=L.warm_opt.weight_decay,
+                           weight_decay_mask=lambda p: optim.decay_mask(
+                               p, exclude=tuple(L.warm_opt.no_decay)))
+    model_state = nnx.state(nnx.merge(warm_tr.graphdef, params, rest), nnx.Param)
+    subset = idl.ParamSubset(params, idl.subset_mask_from_filter(
+        model_state, nnx.PathContains(L.grad_subset)))
+    # ------------------------------------------- pool-side work shared by every target set
+    pool_s: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ppl = np.asarray(lm_lib.per_example_losses(warm_tr.graphdef, params, rest, pool_j))
+    pool_s["mid_ppl"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hid = jax.block_until_ready(lm_lib.hidden_states(warm_tr.graphdef, params, rest, pool_j))
+    pool_s["embed_sim"] = time.perf_counter() - t0
+    prefix, feat = idl.lm_prefix_features(warm_tr.graphdef, params, rest, L.jvp_blocks)
+    embed = lambda ex: idl.jvp_embeddings(feat, prefix, ex, key=jax.random.key(seed),
+                                          num_tangents=L.jvp_tangents,
+                                          proj_dim=L.jvp_dim or None, chunk_size=L.chunk_size)
+    preps = {}
+    if "exact" in methods:
+      preps["exact"] = idl.prepare(loss_fn, params, pool_j, exact_cfg, step=step, subset=subset)
+    if "influence" in methods:
+      preps["influence"] = idl.prepare(loss_fn, params, pool_j,
+                                       dataclasses.replace(id_cfg, seed=seed), step=step,
+                                       subset=subset, embeddings=embed)
+    for target in config_lib.split_list(L.targets):
+      tgt = minitulu.make_target(target, L.target_size, seed=seed, pool_seed=c.seed,
+                                 seq_len=L.seq_len)
+      held = minitulu.make_target(target, L.heldout_size, seed=10_000 + seed,
+                                  pool_seed=c.seed, seq_len=L.seq_len)
+      tgt_j = {kk: jnp.asarray(tgt[kk]) for kk in lm_lib.FIELDS}
+      picks: dict[str, np.ndarray] = {}
+      secs: dict[str, float] = {}
+      scores = {}
+      for m in methods:
+        t0 = time.perf_counter()
+        if m == "uniform":
+          picks[m] = rng.choice(n, k, replace=False)
+        elif m == "mid_ppl":
+          picks[m] = lm_lib.perplexity_band(ppl, k, L.ppl_center)
+        elif m == "embed_sim":
+          h_t = lm_lib.hidden_states(warm_tr.graphdef, params, rest, tgt_j)
+          picks[m] = lm_lib.similarity_selection(hid, h_t, k, jax.random.key(seed))
+        else:
+          sel = idl.select_prepared(preps[m], tgt_j)
+          picks[m] = sel.indices
+          scores[m] = np.asarray(sel.diagnostics["scores"])
+        secs[m] = time.perf_counter() - t0 + pool_s.get(m, 0.0) + (
+            sum(preps[m].seconds.values()) if m in preps else 0.0)
+      if {"exact", "influence"} <= set(scores):
+        pe, pi = scores["exact"].reshape(n, -1).mean(1), scores["influence"].reshape(n, -1).mean(1)
+        agreement.append(dict(seed=seed, target=target, spearman=float(spearmanr(pe, pi)[0]),
+                              jaccard=jaccard(picks["exact"], picks["influence"])))
+      ev0 = warm_tr.evaluate(warm, held, L.eval_batch)
+      rows.append(dict(seed=seed, target=target, method="warm-up only", loss=ev0["loss"],
+                       exact_match=ev0["exact_match"], seconds=0.0, flops=0.0,
+                       target_share=0.0))
+      for m, idx in picks.items():
+        st = ft_tr.state_from(params, rest, seed)
+        st, _ = ft_tr.train(st, pool, np.asarray(idx), num_steps=ft_steps,
+                            batch=L.finetune_batch, seed=seed)
+        ev = ft_tr.evaluate(st, held, L.eval_batch)
+        rows.append(dict(seed=seed, target=target, method=m, loss=ev["loss"],
+                         exact_match=ev["exact_match"], seconds=secs[m],
+                         flops=selection_flops(m, lm_cfg, L, n),
+                         target_share=target_share(pool["task"][np.asarray(idx)], target)))
+  return summarize_lm(rows, agreement, L, n, out)
+
+
+TARGET_SOURCES = {"arith2": ("two_step", "add", "sub"), "kv": ("kv",), "fact_mc": ("fact_mc",)}
+
+
+def target_share(task_ids: np.ndarray, target: str) -> float:
+  """Share of a selection drawn from the source tasks of the target's own family."""
+  own = [minitulu.SOURCE_TASKS.index(t) for t in TARGET_SOURCES[target]]
+  return float(np.isin(task_ids, own).mean())
+
+
+def selection_flops(method: str, lm_cfg: Any, L: mlc.ConfigDict, n: int) -> float:
+  """Analytic selection FLOPs (warm-up and fine-tuning excluded, as in the paper): forward
+  F per example, per-example gradient 3F, a JVP through K_b blocks (1 + r) F_prefix (one
+  primal, r tangents), kernel ridge 2 n l e + l^3 / 3."""
+  f = lm_lib.forward_flops(lm_cfg, L.seq_len)
+  f_pre = lm_lib.forward_flops(lm_cfg, L.seq_len, L.jvp_blocks)
+  m, ell = L.target_size, L.num_landmarks
+  e = L.jvp_dim or L.jvp_tangents * lm_cfg.d_model
+  return {"uniform": 0.0, "mid_ppl": n * f, "embed_sim": (n + m) * f,
+          "exact": (n + m) * 3 * f,
+          "influence": n * (1 + L.jvp_tangents) * f_pre + (ell + m) * 3 * f
+          + 2 * n * ell * e + ell**3 / 3}[method]
+
+
+def summarize_lm(rows: list[dict[str, Any]], agreement: list[dict[str, Any]],
+                 L: mlc.ConfigDict, n: int, out: str) -> dict[str, Any]:
+  """Mean +- std over seeds per (target, method); a markdown table and a bar plot."""
+  targets = config_lib.split_list(L.targets)
+  methods = ["warm-up only", *config_lib.split_list(L.methods)]
+  md = [f"Pool n = {n}, budget k = {L.k}, seeds {L.seeds}; held-out {L.heldout_size} per "
+        "target; loss = response-token NLL (nats), EM = exact match; seconds = median "
+        "selection wall-clock over seeds; GFLOPs analytic.\n"]
+  summary: dict[str, Any] = {}
+  header = ["target", "method", "loss", "EM", "own-task share", "seconds", "GFLOPs"]
+  lines = []
+  for t in targets:
+    for m in methods:
+      sel = [r for r in rows if r["target"] == t and r["method"] == m]
+      if not sel:
+        continue
+      loss = np.array([r["loss"] for r in sel])
+      em = np.array([r["exact_match"] for r in sel])
+      s = dict(loss_mean=float(loss.mean()), loss_std=float(loss.std()),
+               em_mean=float(em.mean()), em_std=float(em.std()),
+               share=float(np.mean([r["target_share"] for r in sel])),
+               seconds=float(np.median([r["seconds"] for r in sel])),
+               gflops=sel[0]["flops"] / 1e9)
+      summary[f"{t}/{m}"] = s
+      lines.append([t, m, f"{s['loss_mean']:.3f} ± {s['loss_std']:.3f}",
+                    f"{s['em_mean']:.3f} ± {s['em_std']:.3f}", f"{s['share']:.2f}",
+                    f"{s['seconds']:.2f}", f"{s['gflops']:.3g}"])
+  md.append(table(header, lines))
+  if agreement:
+    md.append("\nInfluence Distillation vs the exact first-order scores: "
+              + "; ".join(f"{a['target']} seed {a['seed']}: Spearman {a['spearman']:.2f}, "
+                          f"top-k Jaccard {a['jaccard']:.2f}" for a in agreement))
+  curves = {m: (list(range(len(targets))), [summary[f"{t}/{m}"]["loss_mean"] for t in targets])
+            for m in methods if all(f"{t}/{m}" in summary for t in targets)}
+  metrics.plot_curves(curves, os.path.join(out, "id_lm_loss.png"), xlabel="target (" +
+                      ", ".join(f"{i}={t}" for i, t in enumerate(targets)) + ")",
+                      ylabel="held-out target loss", title="selection at equal budget")
+  return {"rows": rows, "agreement": agreement, "summary": summary, "markdown": "\n".join(md)}
+
+
+RUNNERS = {"sandbox": run_sandbox, "lm": run_lm}
+
+
+def _jsonable(x: Any) -> Any:
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, (np.ndarray, jax.Array)):
+    return np.asarray(x).tolist()
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  if isinstance(x, float) and not math.isfinite(x):
+    return str(x)
+  return x
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  jax.config.update("jax_enable_x64", True)  # exact sandbox maths; the LM asks for float32
+  argv = sys.argv[1:] if argv is None else argv
+  cfg = parse(argv)
+  out = os.path.join(cfg.workdir, cfg.experiment)
+  os.makedirs(out, exist_ok=True)
+  t0 = time.time()
+  res = RUNNERS[cfg.experiment](cfg, out)
+  res["wall_seconds"] = time.time() - t0
+  res["config"] = cfg.to_dict()
+  res["command"] = "python -m examples.influence_distillation " + " ".join(argv)
+  with open(os.path.join(out, "results.json"), "w") as f:
+    json.dump(_jsonable(res), f, indent=1)
+  with open(os.path.join(out, "results.md"), "w") as f:
+    f.write(f"# {cfg.experiment}\n\n`{res['command']}`\n\nwall time {res['wall_seconds']:.1f} s, "
+            f"seed {cfg.seed}\n\n{res['markdown']}\n")
+  print(res["markdown"])
+  print(f"\n{cfg.experiment}: {res['wall_seconds']:.1f} s, outputs in {out}")
+  if cfg.docs:
+    for name in sorted(os.listdir(out)):
+      if name.endswith(".png"):
+        shutil.copy(os.path.join(out, name), os.path.join("docs", name))
+  return res
+
+
+if __name__ == "__main__":
+  main()
