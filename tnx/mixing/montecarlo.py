@@ -3,6 +3,7 @@ Python-loop reference, and mean / standard-error summaries."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,32 +27,44 @@ def stack(trees: Sequence[Any]) -> Any:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+@functools.lru_cache(maxsize=64)
+def _vmapped_program(fn: Callable[..., Any], with_inputs: bool, with_settings: bool):
+  def all_runs(keys, inputs, settings):
+    extra = (inputs,) if with_inputs else ()
+    axes = (0, 0) if with_inputs else (0,)
+
+    def over_keys(s):
+      call = (lambda k, *x: fn(k, *x)) if not with_settings else (lambda k, *x: fn(k, *x, s))
+      return jax.vmap(call, in_axes=axes)(keys, *extra)
+
+    return jax.vmap(over_keys)(settings) if with_settings else over_keys(None)
+
+  return jax.jit(all_runs)
+
+
+@functools.lru_cache(maxsize=64)
+def _single_program(fn: Callable[..., Any], with_inputs: bool, with_settings: bool):
+  def one(key, x, setting):
+    args = (x,) if with_inputs else ()
+    return fn(key, *args, setting) if with_settings else fn(key, *args)
+
+  return jax.jit(one)
+
+
 def run_vmapped(fn: Callable[..., Any], keys: jax.Array, settings: Any = None, *,
                 inputs: Any = None) -> Any:
   """All runs in one jitted program: fn(key[, input][, setting]) vmapped over the N keys (with
   `inputs`, a pytree with leading axis N, e.g. one data set per seed) and over `settings` (a
-  pytree with leading axis S), giving leaves [N, ...] or [S, N, ...]."""
-  def all_runs(keys, inputs, settings):
-    extra = () if inputs is None else (inputs,)
-    axes = (0,) + ((0,) if inputs is not None else ())
-
-    def over_keys(s):
-      call = (lambda k, *x: fn(k, *x)) if settings is None else (lambda k, *x: fn(k, *x, s))
-      return jax.vmap(call, in_axes=axes)(keys, *extra)
-
-    return over_keys(None) if settings is None else jax.vmap(over_keys)(settings)
-
-  return jax.jit(all_runs)(keys, inputs, settings)
+  pytree with leading axis S), giving leaves [N, ...] or [S, N, ...]. The compiled program is
+  cached per `fn` object, so calling again with the same fn and shapes does not recompile."""
+  prog = _vmapped_program(fn, inputs is not None, settings is not None)
+  return prog(keys, inputs, settings)
 
 
 def run_loop(fn: Callable[..., Any], keys: jax.Array, settings: Any = None, *,
              inputs: Any = None) -> Any:
   """The same results as `run_vmapped` from a Python loop (one jitted call per run)."""
-  def one(key, x, setting):
-    args = () if x is None else (x,)
-    return fn(key, *args) if setting is None else fn(key, *args, setting)
-
-  f = jax.jit(one)
+  f = _single_program(fn, inputs is not None, settings is not None)
   n = keys.shape[0]
   pick = lambda tree, i: None if tree is None else jax.tree.map(lambda a: a[i], tree)
   if settings is None:

@@ -1,0 +1,35 @@
+"""examples.data_mixing: each experiment's smoke variant runs into a temporary workdir and
+writes its table, JSON and figures there (never into docs/)."""
+
+import json
+import os
+
+import pytest
+
+from examples import data_mixing
+
+
+@pytest.mark.parametrize("experiment, figure", [("fig1", "fig1_R1.png"),
+                                                ("fig2", "fig2_different.png"),
+                                                ("fig3", "fig3_noise0.8.png")])
+def test_smoke(tmp_path, experiment, figure):
+  docs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), "docs")
+  before = set(os.listdir(docs))
+  out = data_mixing.main([f"--experiment={experiment}", "--smoke",
+                          f"--config.workdir={tmp_path}"])
+  run = tmp_path / experiment
+  assert os.path.getsize(run / figure) > 1000
+  res = json.loads((run / "results.json").read_text())["results"]
+  methods = next(iter(res.values()))["methods"]
+  assert set(methods) == {"uniform", "loss", "sampling", "both"}
+  assert "| method |" in (run / "results.md").read_text()
+  assert out["out"] == str(run)
+  assert set(os.listdir(docs)) == before
+
+
+def test_unknown_experiment_raises(tmp_path):
+  with pytest.raises(ValueError, match="--experiment must be one of"):
+    data_mixing.main(["--experiment=fig9", f"--config.workdir={tmp_path}"])
+  with pytest.raises(ValueError, match="unknown part 'fig9'"):
+    data_mixing.main(["--config=data_mixing:fig9", f"--config.workdir={tmp_path}"])
