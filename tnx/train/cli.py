@@ -3,6 +3,7 @@
   python -m tnx.train --config=lm:smoke --config.train.steps=100 --resume
   python -m examples.<name> [--smoke] [--config.a.b=v ...] [--docs]
 
+FLAGS
   --config=NAME[:ARG]      tnx/configs/NAME.py:get_config(ARG); or --config=FILE.py[:ARG]
   --config.KEY=VALUE       typed override of any field (unknown keys fail naming the key)
   --smoke                  short for --config=NAME:smoke
@@ -13,7 +14,9 @@
   --help                   this text, the config's docstring and every field with its value
 
 Overrides are parsed by `config_flags.DEFINE_config_dict` on a fresh `absl.flags.FlagValues`
-per call, so `parse` can run many times in one process (tests, notebooks).
+per call, so `parse` can run many times in one process (tests, notebooks), to the type of the
+field they replace. Fields whose default is None have no type; their overrides are read as
+Python literals (`--config.x=3`, `--config.x="'name'"`, `--config.x=None`), else as strings.
 """
 
 from __future__ import annotations
@@ -78,6 +81,34 @@ def _unknown_key(cfg: mlc.ConfigDict, argv: Sequence[str]) -> str:
   return ""
 
 
+def _set_untyped(cfg: mlc.ConfigDict, argv: list[str]) -> list[str]:
+  """Applies `--config.KEY=V` overrides of None-valued fields (config_flags cannot type them)
+  and returns the other arguments."""
+  rest, i = [], 0
+  while i < len(argv):
+    a = argv[i]
+    key = a[len("--config."):].split("=", 1)[0] if a.startswith("--config.") else ""
+    node = cfg
+    for part in key.split(".")[:-1] if key else []:
+      node = node[part]
+    if key and node[key.split(".")[-1]] is None:
+      if "=" in a:
+        text = a.split("=", 1)[1]
+      elif i + 1 < len(argv):
+        text, i = argv[i + 1], i + 1
+      else:
+        raise ValueError(f"{a} needs a value")
+      try:
+        value = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        value = text
+      node[key.split(".")[-1]] = value
+    else:
+      rest.append(a)
+    i += 1
+  return rest
+
+
 def _flatten(cfg: mlc.ConfigDict, prefix: str = "") -> list[tuple[str, Any]]:
   out = []
   for k in sorted(cfg.keys()):
@@ -109,7 +140,7 @@ def help_text(spec: str, cfg: mlc.ConfigDict) -> str:
   doc = config_doc(name)
   if doc:
     lines += [doc.strip(), ""]
-  lines += [(__doc__ or "").split("\n\n")[1].rstrip(), "",
+  lines += [(__doc__ or "").split("FLAGS\n", 1)[1].split("\n\n")[0].rstrip(), "",
             f"config fields of --config={spec} (override with --config.KEY=VALUE):"]
   lines += [f"  {k} = {v!r}" for k, v in _flatten(cfg)]
   return "\n".join(lines)
@@ -130,6 +161,7 @@ def parse(argv: Sequence[str], default: str) -> tuple[mlc.ConfigDict, dict[str, 
   missing = _unknown_key(cfg, rest)
   if missing:
     raise ValueError(missing)
+  rest = _set_untyped(cfg, rest)
   fv = flags.FlagValues()
   try:
     config_flags.DEFINE_config_dict("config", cfg, "the experiment config", flag_values=fv,

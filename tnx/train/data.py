@@ -245,14 +245,15 @@ class Needle:
 def make_source(data: Any, seq_len: int, vocab_size: int, split: str) -> Any:
   """The random-access source of one split described by the `data` config block."""
   validation.one_of("data.source", data.source, SOURCES)
-  if data.source in ("stdlib", "files"):
-    stream = read_text_corpus(data.source, split, path=data.path,
+  source = "files" if data.path and data.source == "stdlib" else data.source  # path => files
+  if source in ("stdlib", "files"):
+    stream = read_text_corpus(source, split, path=data.path,
                               val_fraction=data.val_fraction,
                               suffixes=tuple(config_list(data.suffixes)),
                               max_bytes=data.max_bytes,
                               allow_binary=bool(data.get("allow_binary", False)))
     if len(stream) < seq_len + 1:
-      where = f"data.path={data.path!r}" if data.source == "files" else "the stdlib corpus"
+      where = f"data.path={data.path!r}" if source == "files" else "the stdlib corpus"
       fix = ("a larger data.val_fraction (the validation split is its last bytes), "
              if split == "validation" else "")
       raise ValueError(

@@ -33,6 +33,12 @@ def schedule(opt: Any, total_steps: int) -> optax.Schedule:
       decay_steps=max(total_steps, warmup + 1), end_value=peak * opt.final_lr_ratio)
 
 
+def _names(value: Any) -> tuple[str, ...]:
+  """A comma-separated string (or a sequence) of parameter names."""
+  items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+  return tuple(t.strip() for t in items if t.strip())
+
+
 def make_optimizer(opt: Any, total_steps: int) -> optax.GradientTransformation:
   """AdamW(schedule, b1, b2, eps, weight_decay, mask) after clip_by_global_norm(opt.clip)."""
   parts = []
@@ -41,5 +47,5 @@ def make_optimizer(opt: Any, total_steps: int) -> optax.GradientTransformation:
   parts.append(optax.adamw(
       schedule(opt, total_steps), b1=opt.b1, b2=opt.b2, eps=opt.eps,
       weight_decay=opt.weight_decay,
-      mask=lambda p: decay_mask(p, exclude=tuple(opt.no_decay))))
+      mask=lambda p: decay_mask(p, exclude=_names(opt.no_decay))))
   return optax.chain(*parts)
