@@ -1,8 +1,9 @@
-"""Start-up config errors name the key; overrides are typed."""
+"""The command line (ml_collections.config_flags underneath): typed overrides, errors that name
+the key, the run flags, --help; start-up validation names the key."""
 
 import pytest
 
-from tnx.train import config
+from tnx.train import cli, config
 
 
 def test_overrides_are_typed():
@@ -18,10 +19,15 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("args,match", [
     (["--config.train.stepz=3"], "config.train.stepz"),
     (["--config.nope.x=3"], "config.nope"),
-    (["--config.train.steps=abc"], "config.train.steps expects an int"),
-    (["--config.train.progress=maybe"], "expects a bool"),
+    (["--config.train.stepz=3"], "did you mean config.train.steps"),
+    (["--config.train.steps=abc"], "--config.train.steps=abc: invalid literal for int"),
+    (["--config.train.progress=maybe"], "--config.train.progress=maybe: .*Non-boolean"),
+    (["--config.train.steps.x=3"], r"config.train.steps is a value \(int\), not a group"),
     (["--config=does_not_exist"], "does_not_exist"),
-    (["--bogus"], "--bogus"),
+    (["--bogus"], "Unknown command line flag 'bogus'"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--smoke", "--config=lm:other"], "--smoke conflicts with --config='lm:other'"),
+    (["--docs"], "has no docs output"),
 ])
 def test_parse_errors(args, match):
   with pytest.raises(ValueError, match=match):
@@ -58,3 +64,53 @@ def test_unknown_memory_field():
   from tnx.models import LM
   with pytest.raises(ValueError, match="model.memory.titans.bogus"):
     LM(config.validate(cfg), rngs=nnx.Rngs(0))
+
+
+def test_run_flags_set_the_train_fields():
+  cfg, resume = config.parse_args(["--smoke", "--resume_step=40", "--allow_changes"])
+  assert resume and cfg.train.resume and cfg.train.resume_step == 40 and cfg.train.allow_changes
+  assert cfg.workdir == "runs/lm_smoke"           # --smoke is lm:smoke
+  cfg, resume = config.parse_args(["--config=lm:smoke", "--config.train.steps", "7"])
+  assert not resume and cfg.train.steps == 7 and cfg.train.resume_step == -1
+  cfg, _ = config.parse_args(["--smoke", "--config.model.memory.tnt.local_chunk_sizes=(4, 2)"],
+                             default="tnt_lm")
+  assert cfg.model.memory.tnt.local_chunk_sizes == (4, 2) and cfg.job.stage1_steps == 4
+  cfg.new_key = 1                                 # returned unlocked, like load()
+
+
+def test_none_valued_fields_take_python_literals(tmp_path):
+  (tmp_path / "c.py").write_text("import ml_collections as mlc\n"
+                                 "def get_config(arg=None):\n"
+                                 "  return mlc.ConfigDict({'a': None, 'b': None, 'n': 1})\n")
+  cfg, _ = config.parse_args([f"--config={tmp_path / 'c.py'}", "--config.a=(1, 2)",
+                              "--config.b", "name", "--config.n=3"])
+  assert cfg.a == (1, 2) and cfg.b == "name" and cfg.n == 3
+
+
+def test_help_lists_flags_and_every_field(capsys):
+  from tnx.train import __main__ as train_main
+  with pytest.raises(SystemExit) as e:
+    train_main.main(["--config=lm:smoke", "--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  assert out.startswith("usage: python ") and "[--resume [--resume_step=N] [--allow_changes]]" \
+      in out
+  assert "Language-model training on the default corpus" in out      # the config's docstring
+  assert "  --config.KEY=VALUE       typed override" in out
+  fields = [line.split(" = ")[0].strip() for line in out.splitlines() if " = " in line]
+  flat = [k for k, _ in cli._flatten(config.load("lm:smoke"))]
+  assert fields[-len(flat):] == flat and "train.keep_last = 2" in out
+
+
+def test_validate_checkpointing_fields():
+  for key, value, match in [("train.keep_last", "0", "train.keep_last"),
+                            ("train.best_mode", "median", "train.best_mode"),
+                            ("train.nan_lr_scale", "1.5", "train.nan_lr_scale"),
+                            ("train.resume_step", "-3", "train.resume_step")]:
+    cfg, _ = config.parse_args(["--config=lm:smoke", f"--config.{key}={value}"])
+    with pytest.raises(ValueError, match=match):
+      config.validate(cfg)
+  cfg, _ = config.parse_args(["--config=lm:smoke", "--config.train.keep_best=2",
+                              "--config.train.eval_batches=0"])
+  with pytest.raises(ValueError, match="needs evaluation"):
+    config.validate(cfg)

@@ -21,8 +21,10 @@ def test_stdlib_split_is_stable_and_disjoint():
 def test_files_source_single_file_split(tmp_path):
   p = tmp_path / "a.txt"
   p.write_bytes(bytes(range(256)) * 4)
-  tr = data.read_text_corpus("files", "train", path=str(p), val_fraction=0.25)
-  va = data.read_text_corpus("files", "validation", path=str(p), val_fraction=0.25)
+  # all 256 byte values (a NUL among them): binary, so allowed explicitly
+  tr = data.read_text_corpus("files", "train", path=str(p), val_fraction=0.25, allow_binary=True)
+  va = data.read_text_corpus("files", "validation", path=str(p), val_fraction=0.25,
+                             allow_binary=True)
   assert len(tr) == 768 + 1 and len(va) == 256 + 1  # + separator
   np.testing.assert_array_equal(np.concatenate([tr[:-1], va[:-1]]), np.arange(1024) % 256)
   with pytest.raises(ValueError, match="data.path"):
@@ -73,3 +75,67 @@ def test_iterator_resumes_at_same_position():
   other = iter(data.batches(src, 4, seed=6))
   assert not np.array_equal(next(other)["inputs"], next(iter(data.batches(src, 4, seed=5)))[
       "inputs"])
+
+
+def _cfg(*extra):
+  from tnx.train import config
+  cfg, _ = config.parse_args(["--config=lm:smoke", *extra])
+  return cfg
+
+
+def test_path_implies_files_or_is_refused(tmp_path):
+  from tnx.train import config
+  (tmp_path / "a.txt").write_text("hello world\n" * 2000)
+  cfg = _cfg(f"--config.data.path={tmp_path / 'a.txt'}")
+  config.validate(cfg)
+  assert cfg.data.source == "files"
+  with pytest.raises(ValueError, match=r"data.path=.* is set but data.source='mqar'"):
+    config.validate(_cfg(f"--config.data.path={tmp_path}", "--config.data.source=mqar"))
+  with pytest.raises(ValueError, match=r"data.path=.*missing.* does not exist"):
+    config.validate(_cfg(f"--config.data.path={tmp_path / 'missing'}"))
+
+
+def test_short_file_names_file_split_and_fix(tmp_path):
+  p = tmp_path / "short.txt"
+  p.write_text("x" * 2000)                   # validation split: last 2% = 40 bytes
+  cfg = _cfg(f"--config.data.path={p}")
+  with pytest.raises(ValueError, match=rf"data.path='{p}': the validation split has 41 tokens, "
+                                       r"fewer than data.seq_len \+ 1 = 65 .* a larger "
+                                       r"data.val_fraction .* or a smaller data.seq_len"):
+    data.make_source(cfg.data, cfg.data.seq_len, 256, "validation")
+  assert len(data.make_source(cfg.data, cfg.data.seq_len, 256, "train")) == 30
+
+
+def test_directory_of_few_files_names_the_split_and_the_fix(tmp_path):
+  for name in ("a.txt", "b.txt", "c.txt"):
+    (tmp_path / name).write_text(name * 500)
+  fractions = sorted(data.stable_fraction(n) for n in ("a.txt", "b.txt", "c.txt"))
+  assert fractions[0] > 0.02                 # so no file falls into the 2% validation split
+  with pytest.raises(ValueError, match=rf"none of its 3 files falls into the validation split "
+                                       rf".*raise data.val_fraction above {fractions[0]:.3f}"):
+    data.read_text_corpus("files", "validation", path=str(tmp_path), suffixes=(".txt",))
+  stream = data.read_text_corpus("files", "validation", path=str(tmp_path), suffixes=(".txt",),
+                                 val_fraction=fractions[0] + 1e-3)
+  assert len(stream) == len("a.txt") * 500 + 1
+  with pytest.raises(ValueError, match=r"holds no files ending in \['.md'\]"):
+    data.read_text_corpus("files", "train", path=str(tmp_path), suffixes=(".md",))
+
+
+def test_binary_files_are_refused_or_skipped(tmp_path):
+  blob = tmp_path / "model.bin"
+  blob.write_bytes(bytes(range(256)) * 40)
+  with pytest.raises(ValueError, match=r"model.bin' does not look like text: it contains NUL "
+                                       r"bytes \(first at byte 0\).*allow_binary=true"):
+    data.read_text_corpus("files", "train", path=str(blob))
+  assert len(data.read_text_corpus("files", "train", path=str(blob), allow_binary=True)) > 0
+  latin = tmp_path / "latin.txt"
+  latin.write_bytes("caf\xe9 ".encode("latin-1") * 100)
+  assert "not UTF-8" in data.binary_reason(latin.read_bytes())
+  d = tmp_path / "dir"
+  d.mkdir()
+  (d / "good.txt").write_text("text " * 300)
+  (d / "bad.txt").write_bytes(b"\x00\x01" * 300)
+  with pytest.warns(UserWarning, match=r"train split: skipped 1 binary file\(s\) \(bad.txt\)"):
+    stream = data.read_text_corpus("files", "train", path=str(d), suffixes=(".txt",),
+                                   val_fraction=1e-9)
+  assert len(stream) == 1500 + 1

@@ -1,0 +1,66 @@
+"""The main job's wiring (equal parameter counts, stage 2 continues stage 1 at a smaller local
+chunk) and its smoke run end to end."""
+
+import json
+
+import pytest
+
+from examples import tnt_lm
+from tnx.models import available_families
+from tnx.train import config
+
+
+def test_configs_have_equal_params_and_stage2_wiring(tmp_path):
+  base, _ = config.parse_args(["--smoke", f"--config.workdir={tmp_path}"], default="tnt_lm")
+  runs = tnt_lm.build_configs(base)
+  if "tnt" not in available_families():
+    assert set(runs) == {"titans", "attention"}
+    return
+  assert list(runs) == ["titans", "tnt_stage1", "tnt_stage2"]
+  t, s1, s2 = runs["titans"], runs["tnt_stage1"], runs["tnt_stage2"]
+  n_t, n_1, n_2 = tnt_lm.count(t), tnt_lm.count(s1), tnt_lm.count(s2)
+  assert n_1 == n_2  # stage 2 changes only chunk sizes
+  per_column = 3 * t.model.d_model * t.model.n_layers  # one more MLP unit per layer
+  assert abs(n_t - n_1) <= 4 * per_column
+  assert t.model.memory.titans.chunk_size == base.job.titans_chunk
+  assert s2.train.init_from == s1.workdir
+  assert s2.model.memory.tnt.local_chunk_sizes == (int(base.job.stage2_local_chunks),)
+  assert s1.model.memory.tnt.local_chunk_sizes == (int(base.job.tnt_local_chunks),)
+
+
+@pytest.mark.slow
+def test_smoke_run(tmp_path):
+  real_docs = {p.name: p.read_bytes() for p in tnt_lm.DOCS.iterdir() if p.is_file()}
+  results = tnt_lm.main(["--smoke", f"--config.workdir={tmp_path}"])
+  assert {p.name: p.read_bytes() for p in tnt_lm.DOCS.iterdir() if p.is_file()} == real_docs
+  table = {r["name"]: r for r in results["summary"]["table"]}
+  have_tnt = "tnt" in available_families()
+  assert sorted(table) == (["titans", "tnt_stage1", "tnt_stage2"] if have_tnt else
+                           ["attention", "titans"])
+  for r in table.values():
+    assert 4.0 < r["bpb"] < 8.5 and r["tokens_per_s"] > 0 and r["wall_s"] > 0
+  if have_tnt:
+    assert table["tnt_stage1"]["params"] == table["tnt_stage2"]["params"]
+    assert table["titans"]["chunk"] == "C=8"
+    assert sorted(results["titans"]["chunk_sweep"]) == [4, 8]
+    assert results["summary"]["speedup_tokens_per_s"] == pytest.approx(
+        table["tnt_stage1"]["tokens_per_s"] / table["titans"]["tokens_per_s"])
+    assert [s for s, _ in results["tnt_stage2"]["train_losses"]] == [1, 2]
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert set(saved) == set(results)
+  md = (tmp_path / "results.md").read_text()
+  assert md.startswith("| model | chunk | params | train tokens/s | wall (s) | val bits/byte |")
+  assert len([line for line in md.splitlines() if line.startswith("| ")]) == 1 + len(table)
+  assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+  # finishing an interrupted job: every run is complete, so --resume only re-evaluates
+  again = tnt_lm.main(["--smoke", f"--config.workdir={tmp_path}", "--resume"])
+  assert {r["name"]: r["bpb"] for r in again["summary"]["table"]} == {
+      n: r["bpb"] for n, r in table.items()}
+
+
+def test_help(capsys):
+  with pytest.raises(SystemExit) as e:
+    tnt_lm.main(["--help"])
+  out = capsys.readouterr().out
+  assert e.value.code == 0 and "  job.stage1_steps = 400" in out and "[--docs]" in out
+  assert "The main job: Titans (chunk 8) vs TNT of equal parameter count" in out

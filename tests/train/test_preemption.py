@@ -1,0 +1,108 @@
+"""SIGTERM (a real signal to a subprocess) and SIGINT (to this process) stop training after the
+current step with that step saved, exit status 0 and a resume command; the resumed run gives
+the same losses as an uninterrupted one, bit for bit."""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tnx.train import metrics, preemption, trainer
+from tnx.train.checkpoint import Checkpointer
+
+REPO = Path(__file__).resolve().parents[2]
+# constant learning rate after warmup, so runs of different lengths share their first steps
+ARGS = ["--config.train.steps=300", "--config.train.ckpt_every=4", "--config.train.keep_last=2",
+        "--config.train.eval_every=0", "--config.train.log_every=1",
+        "--config.opt.final_lr_ratio=1.0"]
+
+
+def _rows(path):
+  try:
+    return [r for r in metrics.read_jsonl(path) if r["kind"] == "train"]
+  except (FileNotFoundError, ValueError):  # not written yet, or a line half written
+    return []
+
+
+def _wait_for_rows(path, n, proc=None):
+  while len(_rows(path)) < n:
+    assert proc is None or proc.poll() is None, "the run ended before the signal"
+    time.sleep(0.05)
+
+
+def _sigterm_run(tmp_path, light):
+  """Starts `python -m tnx.train` in a subprocess, sends SIGTERM once it is past its first
+  checkpoint; returns (command, output, exit status, stop step)."""
+  # the subprocess computes like this test process: 8 CPU devices, float64 enabled
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1",
+             XLA_FLAGS=os.environ.get("XLA_FLAGS", ""))
+  cmd = [sys.executable, "-m", "tnx.train", "--config=lm:smoke",
+         f"--config.workdir={tmp_path / 'run'}", "--config.train.progress=false",
+         "--config.train.plot=false", *light, *ARGS]
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  _wait_for_rows(tmp_path / "run" / "metrics.jsonl", 6, proc)   # past the first checkpoint
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=600)
+  line = next((ln for ln in out.splitlines() if ln.startswith("SIGTERM: stopped after step")),
+              "")
+  stop = int(line.split("step ")[1].split(";")[0]) if line else -1
+  return cmd, out, proc.returncode, stop
+
+
+def test_sigterm_saves_the_current_step_and_exits_0(tmp_path, smoke, light):
+  cmd, out, rc, stop = _sigterm_run(tmp_path, light)
+  assert rc == 0, out[-3000:]
+  assert 6 <= stop < 300 and f"after step {stop}; checkpoint step {stop} is saved in " \
+      f"{tmp_path / 'run' / 'checkpoints'}. Resume with:" in out
+  resume_cmd = out.split("Resume with:\n", 1)[1].splitlines()[0].strip()
+  assert shlex.split(resume_cmd) == [*cmd, "--resume"]
+  ck = Checkpointer(tmp_path / "run" / "checkpoints")
+  assert ck.latest_step() == stop and stop not in ck.good   # confirmed by the next step only
+  ck.close()
+  rows = _rows(tmp_path / "run" / "metrics.jsonl")
+  assert [r["step"] for r in rows] == list(range(1, stop + 1))
+  # The resumed run continues at stop + 1 and confirms the preemption checkpoint.
+  resumed = trainer.train(smoke(tmp_path / "run", *ARGS, f"--config.train.steps={stop + 2}",
+                                "--config.train.resume=true",
+                                "--config.train.allow_changes=true"))
+  assert [s for s, _ in resumed["train_losses"]] == list(range(1, stop + 3))
+  assert stop in Checkpointer(tmp_path / "run" / "checkpoints").good
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_gives_identical_losses(tmp_path, smoke, light):
+  _, out, rc, stop = _sigterm_run(tmp_path, light)
+  assert rc == 0, out[-3000:]
+  total = f"--config.train.steps={stop + 3}"
+  resumed = trainer.train(smoke(tmp_path / "run", *ARGS, total, "--config.train.resume=true",
+                                "--config.train.allow_changes=true"))
+  ref = trainer.train(smoke(tmp_path / "ref", *ARGS, total))
+  assert [s for s, _ in resumed["train_losses"]] == list(range(1, stop + 4))
+  assert resumed["train_losses"] == ref["train_losses"]
+
+
+def test_sigint_stops_cleanly_in_process(tmp_path, smoke):
+  cfg = smoke(tmp_path, *ARGS)
+  path = tmp_path / "metrics.jsonl"
+
+  def interrupt():
+    _wait_for_rows(path, 3)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  threading.Thread(target=interrupt, daemon=True).start()
+  handler = signal.getsignal(signal.SIGINT)
+  with pytest.raises(preemption.Interrupted) as info:
+    trainer.train(cfg)
+  assert info.value.code == 0 and str(info.value).startswith(
+      f"SIGINT: stopped after step {info.value.step}; checkpoint step {info.value.step} is saved")
+  assert signal.getsignal(signal.SIGINT) is handler          # handlers restored
+  ck = Checkpointer(tmp_path / "checkpoints")
+  assert ck.latest_step() == info.value.step
+  ck.close()
