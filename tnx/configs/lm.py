@@ -19,7 +19,7 @@ from tnx.models.config import memory_config_dict
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c = mlc.ConfigDict()
   c.seed = 0                      # parameter init and data order
-  c.workdir = "runs/lm"           # checkpoints, metrics.jsonl, tb/, loss.png
+  c.workdir = "runs/lm"           # local path or URL (gs://...): checkpoints, metrics, tb/, plots
 
   c.model = mlc.ConfigDict()
   c.model.vocab_size = 256        # V: bytes
@@ -39,7 +39,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 
   c.data = mlc.ConfigDict()
   c.data.source = "stdlib"        # stdlib | files | mqar | needle
-  c.data.path = ""                # file or directory for source=files
+  c.data.path = ""                # file or directory (local or URL); implies source=files
+  c.data.allow_binary = False     # train on files that do not look like text
   c.data.suffixes = ".py,.txt,.md"  # files considered in a directory (comma list)
   c.data.val_fraction = 0.02      # share of files (by stable path hash) held out
   c.data.max_bytes = 0            # cap on the corpus read (0 = all)
@@ -67,8 +68,15 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.train.eval_every = 250        # 0 = only at the end
   c.train.eval_batches = 8
   c.train.ckpt_every = 250        # 0 = only at the end
-  c.train.keep_ckpts = 2
-  c.train.resume = False          # --resume: continue from the latest checkpoint in workdir
+  c.train.keep_last = 2           # retention: the newest N checkpoints, plus ...
+  c.train.keep_every = 0          # ... every checkpoint at a multiple of K steps (0 = off)
+  c.train.keep_best = 0           # ... the best N by best_metric (0 = off; evals each ckpt)
+  c.train.best_metric = "eval/loss"  # eval/loss | eval/bits_per_byte | eval/accuracy
+  c.train.best_mode = "min"       # min | max
+  c.train.resume = False          # --resume: continue the run in workdir exactly
+  c.train.resume_step = -1        # --resume_step=N: checkpoint to resume (-1 = newest usable)
+  c.train.allow_changes = False   # --allow_changes: resume with a changed config (recorded)
+  c.train.nan_lr_scale = 0.5      # on NaN, the suggested resume uses peak_lr * this
   c.train.init_from = ""          # workdir whose latest params initialize this run (stage 2)
   c.train.chunk_sweep = ""        # comma list of chunk sizes evaluated at the end
   c.train.progress = True         # tqdm bar

@@ -5,24 +5,24 @@
   load("path/to/cfg.py:arg") any file exposing get_config(arg)
   parse_args(argv, default="lm") -> (ConfigDict, resume flag)
 
-Overrides must name existing keys (a typo fails at start-up naming the key) and are converted
-to the type of the value they replace; `validate` checks values before any work starts.
+Overrides must name existing keys (a typo fails at start-up naming the key) and are parsed to
+the type of the value they replace (ml_collections.config_flags, see tnx.train.cli);
+`validate` checks values before any work starts.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.util
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import ml_collections as mlc
 
 from tnx import validation
 from tnx.models.config import LMConfig, lm_config, split_list
+from tnx.train import paths
 
 
 def load(spec: str) -> mlc.ConfigDict:
@@ -42,85 +42,34 @@ def load(spec: str) -> mlc.ConfigDict:
   return module.get_config(arg or None)
 
 
-def _convert(key: str, old: Any, text: str) -> Any:
-  if isinstance(old, bool):
-    low = text.lower()
-    if low not in ("true", "false", "1", "0"):
-      raise ValueError(f"config.{key} expects a bool (true/false), got {text!r}")
-    return low in ("true", "1")
-  if isinstance(old, int):
-    try:
-      return int(text)
-    except ValueError:
-      raise ValueError(f"config.{key} expects an int, got {text!r}") from None
-  if isinstance(old, float):
-    try:
-      return float(text)
-    except ValueError:
-      raise ValueError(f"config.{key} expects a float, got {text!r}") from None
-  if isinstance(old, (tuple, list)):
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = tuple(t for t in text.split(",") if t)
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-  if isinstance(old, str):
-    return text
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def override(cfg: mlc.ConfigDict, key: str, text: str) -> None:
-  """Sets cfg.<key> (dotted) from its string form; unknown keys raise ValueError."""
-  *parents, leaf = key.split(".")
-  node = cfg
-  for i, p in enumerate(parents):
-    if not isinstance(node, mlc.ConfigDict) or p not in node:
-      raise ValueError(f"unknown config key config.{'.'.join(parents[:i + 1])} "
-                       f"(in --config.{key}={text})")
-    node = node[p]
-  if not isinstance(node, mlc.ConfigDict) or leaf not in node:
-    valid = sorted(node.keys()) if isinstance(node, mlc.ConfigDict) else []
-    raise ValueError(f"unknown config key config.{key}; valid keys here: {valid}")
-  node[leaf] = _convert(key, node[leaf], text)
-
-
 def parse_args(argv: Sequence[str], default: str = "lm") -> tuple[mlc.ConfigDict, bool]:
-  """Parses `--config=spec`, `--config.a.b=v` (or `--config.a.b v`), `--smoke`, `--resume`."""
-  spec, items, resume, smoke = default, [], False, False
-  args = list(argv)
-  i = 0
-  while i < len(args):
-    a = args[i]
-    if a.startswith("--config="):
-      spec = a.split("=", 1)[1]
-    elif a.startswith("--config."):
-      if "=" in a:
-        k, v = a[len("--config."):].split("=", 1)
-      else:
-        if i + 1 >= len(args):
-          raise ValueError(f"{a} needs a value")
-        k, v = a[len("--config."):], args[i + 1]
-        i += 1
-      items.append((k, v))
-    elif a == "--resume":
-      resume = True
-    elif a == "--smoke":
-      smoke = True
-    else:
-      raise ValueError(f"unknown argument {a!r}; expected --config=..., --config.a.b=v, "
-                       "--smoke or --resume")
-    i += 1
-  if smoke and ":" not in spec:
-    spec += ":smoke"
-  cfg = load(spec)
-  for k, v in items:
-    override(cfg, k, v)
-  if resume:
-    cfg.train.resume = True
-  return cfg, resume
+  """The command line of tnx.train and every example (`tnx.train.cli`, on
+  ml_collections.config_flags): `--config=name[:arg]`, `--config.a.b=v` (or `--config.a.b v`),
+  `--smoke`, `--resume`, `--resume_step=N`, `--allow_changes`, `--docs`, `--help`.
+  Returns (config, resume flag); raises ValueError naming a bad argument."""
+  from tnx.train import cli
+  cfg, run = cli.parse(argv, default)
+  return cfg, bool(run["resume"])
+
+
+def validate_checkpointing(t: mlc.ConfigDict) -> None:
+  """Retention, resume and NaN-recovery fields of the train block."""
+  validation.positive_int("train.keep_last", t.keep_last)
+  validation.non_negative_int("train.keep_every", t.keep_every)
+  validation.non_negative_int("train.keep_best", t.keep_best)
+  validation.one_of("train.best_mode", t.best_mode, ("min", "max"))
+  if t.keep_best:
+    if not t.eval_batches:
+      raise ValueError(f"train.keep_best={t.keep_best} ranks checkpoints by "
+                       f"{t.best_metric!r}, which needs evaluation (train.eval_batches > 0)")
+    if not t.best_metric.startswith("eval/"):
+      raise ValueError(f"train.best_metric={t.best_metric!r} must name an evaluation metric: "
+                       "'eval/loss', 'eval/bits_per_byte' or 'eval/accuracy'")
+  if t.resume_step < -1:
+    raise ValueError(f"train.resume_step must be -1 (newest usable) or a step, got "
+                     f"{t.resume_step}")
+  validation.in_range("train.nan_lr_scale", t.nan_lr_scale, 0, 1, low_open=True,
+                      high_open=True)
 
 
 def validate(cfg: mlc.ConfigDict) -> LMConfig:
@@ -130,8 +79,14 @@ def validate(cfg: mlc.ConfigDict) -> LMConfig:
   seq_len = validation.positive_int("data.seq_len", d.seq_len)
   batch = validation.positive_int("data.global_batch", d.global_batch)
   validation.one_of("data.source", d.source, ("stdlib", "files", "mqar", "needle"))
-  if d.source == "files" and not os.path.exists(d.path):
-    raise ValueError(f"data.path={d.path!r} does not exist (needed for data.source='files')")
+  if d.path and d.source == "stdlib":  # a path means "train on these files"
+    d.source = "files"
+  if d.path and d.source != "files":
+    raise ValueError(f"data.path={d.path!r} is set but data.source={d.source!r} generates its "
+                     "data; unset data.path or use data.source='files'")
+  if d.source == "files" and not (d.path and paths.path(d.path).exists()):
+    raise ValueError(f"data.path={d.path!r} does not exist (needed for data.source='files'); "
+                     "expected a text file or directory")
   validation.in_range("data.val_fraction", d.val_fraction, 0, 1, low_open=True, high_open=True)
   validation.non_negative_int("data.max_bytes", d.max_bytes)
   validation.positive_int("train.steps", t.steps)
@@ -140,7 +95,7 @@ def validate(cfg: mlc.ConfigDict) -> LMConfig:
     validation.positive_int(f"train.{k}", t[k])
   for k in ("eval_every", "ckpt_every", "eval_batches"):
     validation.non_negative_int(f"train.{k}", t[k])
-  validation.positive_int("train.keep_ckpts", t.keep_ckpts)
+  validate_checkpointing(t)
   for c in split_list(t.chunk_sweep):
     if not c.isdigit() or int(c) < 1:
       raise ValueError(f"train.chunk_sweep must list positive ints, got {t.chunk_sweep!r}")
