@@ -14,6 +14,7 @@ from __future__ import annotations
 import ml_collections as mlc
 
 from tnx.models.config import memory_config_dict
+from tnx.train.domains import default_config as domains_config
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -49,6 +50,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.data.seed = 0                 # shuffle / synthetic-task seed
   c.data.mqar_pairs = 16          # MQAR key-value pairs per sequence
   c.data.mqar_queries = 16        # MQAR queries per sequence
+  c.domains = domains_config()    # K data domains with sampling/loss weights (names '' = off)
 
   c.opt = mlc.ConfigDict()
   c.opt.peak_lr = 3e-3

@@ -44,12 +44,13 @@ def check_vector(name: str, x: Any, k: int | None = None, *, positive: bool = Fa
   return a
 
 
-def check_pi(pi: Any, k: int | None = None, *, atol: float = 1e-6) -> np.ndarray:
+def check_pi(pi: Any, k: int | None = None, *, atol: float = 1e-6, name: str = "pi"
+             ) -> np.ndarray:
   """Domain importances: K finite entries >= 0 summing to 1 (within atol)."""
-  a = check_vector("pi", pi, k)
+  a = check_vector(name, pi, k)
   if abs(a.sum() - 1.0) > atol:
-    raise ValueError(f"pi must sum to 1 (a distribution over domains), got sum {a.sum():.6g} "
-                     f"for {a.tolist()}")
+    raise ValueError(f"{name} must sum to 1 (a distribution over domains), got sum "
+                     f"{a.sum():.6g} for {a.tolist()}")
   return a
 
 

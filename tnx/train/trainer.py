@@ -23,6 +23,7 @@ from tnx.models.lm import LM, format_param_counts, param_counts
 from tnx.train import checkpoint as ckpt_lib
 from tnx.train import config as config_lib
 from tnx.train import data as data_lib
+from tnx.train import domains as domains_lib
 from tnx.train import evaluate as eval_lib
 from tnx.train import metrics as metrics_lib
 from tnx.train import optim, paths, preemption, steps
@@ -51,11 +52,18 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
   config_json = json.loads(cfg.to_json_best_effort())
 
   # ------------------------------------------------------------------ input pipeline
-  train_src = data_lib.make_source(cfg.data, cfg.data.seq_len, lm.vocab_size, "train")
-  train_iter = iter(data_lib.batches(train_src, local_batch, seed=cfg.data.seed))
-  eval_src = data_lib.make_source(cfg.data, cfg.data.seq_len, lm.vocab_size, "validation")
-  eval_data = data_lib.eval_batches(eval_src, local_batch, cfg.train.eval_batches) \
-      if cfg.train.eval_batches else []
+  # cfg.domains.names set: K domains in a weighted grain mixture (tnx.train.domains)
+  mixer = domains_lib.Domains(cfg, cfg.data.seq_len, local_batch) \
+      if domains_lib.enabled(cfg) else None
+  if mixer is not None:
+    train_iter = mixer.iterator
+    eval_data = mixer.eval_data if cfg.train.eval_batches else []
+  else:
+    train_src = data_lib.make_source(cfg.data, cfg.data.seq_len, lm.vocab_size, "train")
+    train_iter = iter(data_lib.batches(train_src, local_batch, seed=cfg.data.seed))
+    eval_src = data_lib.make_source(cfg.data, cfg.data.seq_len, lm.vocab_size, "validation")
+    eval_data = data_lib.eval_batches(eval_src, local_batch, cfg.train.eval_batches) \
+        if cfg.train.eval_batches else []
 
   # ------------------------------------------------------------------ model, optimizer
   tx = plain_tx = optim.make_optimizer(cfg.opt, total)
@@ -85,6 +93,8 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
                                       allow=cfg.train.allow_changes,
                                       where=f"{ckpt.directory} (step {step0})")
     state, meta = _restore(ckpt, step0, target, train_iter, changes)
+    if mixer is not None:  # loss weights and running estimates (p is in the iterator)
+      mixer.load_state_dict(meta["mixing"])
     start = int(meta["step"])
     dropped = ckpt.delete_after(start)
     _log(f"resumed from step {start} in {ckpt.directory}" +
@@ -109,7 +119,10 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
   eval_step = jax.jit(steps.make_eval_step(graphdef, fp32=fp32))
 
   def evaluate() -> dict[str, float]:
-    return eval_lib.evaluate(eval_step, state["params"], state["rest"], eval_data, batch_sh)
+    ev = eval_lib.evaluate(eval_step, state["params"], state["rest"], eval_data, batch_sh)
+    if mixer is not None:  # per-domain validation loss and bits/byte
+      ev |= mixer.evaluate(graphdef, state["params"], state["rest"])
+    return ev
 
   # ------------------------------------------------------------------ training loop
   writer = metrics_lib.MetricsWriter(workdir, total_steps=total, start_step=start,
@@ -127,7 +140,8 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
     if cfg.train.keep_best and ev is None and eval_data:
       ev = evaluate()
       writer.write(step, {"kind": "eval", **ev})
-    ckpt.save(step, state, train_iter, {"step": step, "config": config_json},
+    ckpt.save(step, state, train_iter, {"step": step, "config": config_json, **(
+        {"mixing": mixer.state_dict()} if mixer is not None else {})},
               metrics={f"eval/{k}": v for k, v in ev.items()} if ev else None)
     awaiting, last_saved = step, step
 
@@ -160,12 +174,18 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
   try:
     with preemption.StopSignals() as stop, jax.set_mesh(mesh):
       for step in range(start, total):
-        batch = shd.to_global(next(train_iter), batch_sh)
+        batch = next(train_iter)
+        batch = shd.to_global(mixer.prepare(batch) if mixer is not None else batch, batch_sh)
         state, m = train_step(state, batch)
         if pending is not None:
           handle(*pending)
         pending = (step + 1, m)
         done = step + 1
+        if mixer is not None and mixer.due(done):  # ERMA / VA round
+          flush()
+          with clock.paused():
+            writer.write(done, {"kind": "mixing",
+                                **mixer.update(graphdef, state["params"], state["rest"])})
         ev = None
         if eval_data and cfg.train.eval_every and done % cfg.train.eval_every == 0 \
             and done != total:
