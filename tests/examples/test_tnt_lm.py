@@ -42,7 +42,7 @@ def test_smoke_run(tmp_path):
   if have_tnt:
     assert table["tnt_stage1"]["params"] == table["tnt_stage2"]["params"]
     assert table["titans"]["chunk"] == "C=8"
-    assert sorted(results["titans"]["chunk_sweep"]) == [4, 8]
+    assert sorted(results["titans"]["chunk_sweep"]) == [4]          # smoke: job.titans_sweep
     assert results["summary"]["speedup_tokens_per_s"] == pytest.approx(
         table["tnt_stage1"]["tokens_per_s"] / table["titans"]["tokens_per_s"])
     assert [s for s, _ in results["tnt_stage2"]["train_losses"]] == [1, 2]

@@ -50,7 +50,10 @@ def test_mqar_answers_match_context():
     assert len(pos) == 6
     for p in pos:
       assert table[int(inputs[p])] == int(ex["targets"][p])
-  np.testing.assert_array_equal(src[4]["inputs"], src[4]["inputs"])
+  again = data.MQAR(seq_len=64, n_pairs=8, n_queries=6, vocab_size=64, seed=3)
+  np.testing.assert_array_equal(again[4]["inputs"], src[4]["inputs"])   # a function of (seed, i)
+  other = data.MQAR(seq_len=64, n_pairs=8, n_queries=6, vocab_size=64, seed=4)
+  assert not np.array_equal(other[4]["inputs"], src[4]["inputs"])
 
 
 def test_needle_answer():

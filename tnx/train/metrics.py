@@ -1,8 +1,9 @@
 """Host-side logging, process 0 only: JSONL metrics, TensorBoard events, a tqdm progress bar,
 step-time and rate bookkeeping, peak device memory, and curve plots.
 
-Rows of metrics.jsonl are {"step": int, "kind": "train" | "eval" | "resume", ...}; TensorBoard
-tags are "<kind>/<name>" (train/loss, eval/loss, train/tokens_per_s, ...). A "resume" row marks
+Rows of metrics.jsonl are {"step": int, "kind": "train" | "eval" | "resume" | ..., ...};
+TensorBoard tags are "<kind>/<name>" (train/loss, eval/loss, train/tokens_per_s, ...; the
+non-scalar "resume" rows are not sent). A "resume" row marks
 where a resumed run continued: readers drop rows of the abandoned steps after it, so plots and
 summaries built from the whole file describe one consistent run. All files go through epath;
 on a cloud workdir (no appends) metrics.jsonl is rewritten whole at most every `flush_s`
@@ -23,8 +24,8 @@ import jax
 
 from tnx.train import paths
 
-TB_KINDS = ("train", "eval")
-NOT_LOGGED = ("finite",)
+CURVE_KINDS = ("train", "eval")   # rows that loss.png and summary.json draw
+NOT_LOGGED = ("finite",)          # per-row flags, not curves
 
 
 class MetricsWriter:
@@ -78,7 +79,7 @@ class MetricsWriter:
       if time.monotonic() - self._last_flush > self._flush_s:
         self.flush()
     kind = row.get("kind", "train")
-    if self._tb is not None and kind in TB_KINDS:
+    if self._tb is not None and kind != "resume":
       for k, v in row.items():
         if k not in ("step", "kind", *NOT_LOGGED) and isinstance(v, (int, float)):
           self._tb.add_scalar(f"{kind}/{k}", v, step)
@@ -230,7 +231,7 @@ def curves_from_rows(rows: list[dict[str, Any]], key: str = "loss"
   out: dict[str, tuple[list[int], list[float]]] = {}
   for r in rows:
     kind = r.get("kind", "train")
-    if kind in TB_KINDS and isinstance(r.get(key), (int, float)):
+    if kind in CURVE_KINDS and isinstance(r.get(key), (int, float)):
       xs, ys = out.setdefault(kind, ([], []))
       xs.append(r["step"])
       ys.append(float(r[key]))
