@@ -106,3 +106,42 @@ def test_sigint_stops_cleanly_in_process(tmp_path, smoke):
   ck = Checkpointer(tmp_path / "checkpoints")
   assert ck.latest_step() == info.value.step
   ck.close()
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path, light):
+  """Two jax.distributed processes on this machine (the environment of a one-node, two-task
+  SLURM job, as launch/slurm_gpu.sbatch gives it); SIGTERM reaches only process 1. JAX's
+  preemption service makes both stop after the same step and save it together."""
+  job = str(4000 + os.getpid() % 4000)          # SLURM's job id picks the coordinator port
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_ENABLE_X64")}
+  env.update(JAX_PLATFORMS="cpu", TNX_DISTRIBUTED="1", SLURM_JOB_ID=job,
+             SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2", SLURM_STEP_NUM_NODES="1",
+             JAX_LOCAL_DEVICE_IDS="0")
+  cmd = [sys.executable, "-m", "tnx.train", "--config=lm:smoke",
+         f"--config.workdir={tmp_path / 'run'}", "--config.train.progress=false",
+         "--config.train.plot=false", *light, *ARGS]
+  procs = [subprocess.Popen(cmd, cwd=REPO, env=dict(env, SLURM_PROCID=str(i),
+                                                    SLURM_LOCALID=str(i)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  try:
+    _wait_for_rows(tmp_path / "run" / "metrics.jsonl", 6, procs[0])
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+  line = next(ln for ln in outs[0].splitlines() if ln.startswith("SIGTERM: stopped after step"))
+  stop = int(line.split("step ")[1].split(";")[0])
+  assert "SIGTERM caught" in outs[1]                      # JAX's preemption notifier
+  ck = Checkpointer(tmp_path / "run" / "checkpoints")
+  assert ck.latest_step() == stop
+  ck.close()
+  files = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / str(stop) / "data").iterdir())
+  assert [f for f in files if f.startswith("process_")] == ["process_0-of-2.json",
+                                                           "process_1-of-2.json"]
+  assert [r["step"] for r in _rows(tmp_path / "run" / "metrics.jsonl")] == list(range(1, stop + 1))
+

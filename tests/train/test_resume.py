@@ -43,7 +43,10 @@ def test_changed_config_is_refused(tmp_path, smoke):
   """Changes of the data, optimizer or step count are refused with every changed key listed
   (accepting them with --allow_changes, recorded in metrics.jsonl: test_paths.py)."""
   common = ["--config.train.steps=2", "--config.train.ckpt_every=2"]
-  trainer.train(smoke(tmp_path, *common))
+  first = trainer.train(smoke(tmp_path, *common))
+  # resuming a finished run only evaluates it, and keeps the rates of the run that trained
+  again = trainer.train(smoke(tmp_path, *common, "--config.train.resume=true"))
+  assert again["start_step"] == 2 and again["tokens_per_s"] == first["tokens_per_s"]
   with pytest.raises(ValueError, match=r"in 3 key\(s\):\n  data.seq_len: 32 -> 16\n"
                                        r"  opt.peak_lr: 0.003 -> 0.001\n  train.steps: 2 -> 6\n"):
     trainer.train(smoke(tmp_path, *common, "--config.train.resume=true",

@@ -212,6 +212,8 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
       summary = {"params": counts, "steps": total, "start_step": start,
                  **clock.summary()}
       summary["train_wall_s"] = summary["wall_s"]
+      if start == total:  # a finished run resumed for its evaluation: keep its training rates
+        summary.update(_previous_rates(workdir))
       if stop.signal_name:  # arrived after the last step: the final checkpoint is saved
         ckpt.wait()
         _stop(f"{stop.signal_name}: training finished and checkpoint step {total} is saved "
@@ -242,6 +244,19 @@ def _stop(message: str, step: int) -> None:
   """Prints `message` and raises Interrupted (exit status 0)."""
   _log(message)
   raise preemption.Interrupted(message, step)
+
+
+RATE_KEYS = ("compile_s", "train_step_s", "steady_steps", "step_time_s", "tokens_per_s",
+             "wall_tokens_per_s", "train_wall_s", "peak_memory_gb")
+
+
+def _previous_rates(workdir: Any) -> dict[str, Any]:
+  """The rate fields of the summary.json an earlier invocation of this run wrote."""
+  f = workdir / "summary.json"
+  if not f.exists():
+    return {}
+  old = json.loads(f.read_text())
+  return {k: old[k] for k in RATE_KEYS if k in old}
 
 
 def _restore(ckpt: ckpt_lib.Checkpointer, step: int, target: Any, data_iter: Any,
