@@ -3,7 +3,9 @@
   python -m examples.xmas [--smoke] [--config.a.b=v ...] [--resume] [--docs]
 
 1. Generate the pool (five task families, skewed, with paraphrased duplicates) and a
-   balanced test set; train the proxy one epoch, saving evenly spaced checkpoints.
+   balanced test set; optionally pre-train the proxy and every target on caption items
+   (stage-1 alignment, as LLaVA pre-trains its projector); train the proxy one epoch on the
+   pool, saving evenly spaced checkpoints (the first is the starting point).
 2. Alignment trajectories in both attention orientations (top-K singular values of the
    cross-modal block at every checkpoint); EL2N scores and mean-pooled hidden states of the
    last proxy checkpoint for the baselines.
@@ -85,14 +87,17 @@ def prepare(c, workdir: Path, resume: bool, mesh) -> dict[str, Any]:
   n = len(pool["tokens"])
   shutil.rmtree(workdir / "proxy", ignore_errors=True)
   t0 = time.perf_counter()
+  aligned = stage1(c, dcfg, pcfg, c.seed, mesh)
+  t_stage1 = time.perf_counter() - t0
   proxy = finetune.train(pcfg, pool, np.arange(n), c.seed, _tc(c.proxy.train), mesh=mesh,
                          checkpoint_dir=str(workdir / "proxy"),
-                         num_checkpoints=c.proxy.num_checkpoints)
-  t_proxy = time.perf_counter() - t0
+                         num_checkpoints=c.proxy.num_checkpoints, init_params=aligned)
+  t_proxy = time.perf_counter() - t0 - t_stage1
   checkpoints = finetune.load_checkpoints(proxy, pcfg, _tc(c.proxy.train))
   xcfg = _xmas_config(c)
   sharding = finetune.batch_sharding(mesh, xcfg.batch_size)
-  out, timings = {}, {"proxy_train_s": t_proxy, "proxy_steps": len(proxy.losses)}
+  out, timings = {}, {"proxy_stage1_s": t_stage1, "proxy_train_s": t_proxy,
+                      "proxy_steps": len(proxy.losses)}
   for name, mode in (("main", xcfg.mode), ("reference", "reference")):
     ex = dataclasses.replace(xcfg.extract(), mode=mode)
     t0 = time.perf_counter()
@@ -105,6 +110,15 @@ def prepare(c, workdir: Path, resume: bool, mesh) -> dict[str, Any]:
   np.savez(cache, **out)
   (workdir / "timings.json").write_text(json.dumps(timings))
   return dict(dcfg=dcfg, pool=pool, test=test, timings=timings, **out)
+
+
+def stage1(c, dcfg: data.ShapesVQAConfig, mcfg: model.VLMConfig, seed: int, mesh) -> Any:
+  """Params after the stage-1 alignment run on caption items (None when it is off)."""
+  if not c.stage1.num_items:
+    return None
+  caps = data.captions(c.stage1.seed, c.stage1.num_items, dcfg)
+  return finetune.train(mcfg, caps, np.arange(len(caps["tokens"])), seed, _tc(c.stage1.train),
+                        mesh=mesh).params
 
 
 def choose(method: str, key, budget: float, prep: dict[str, Any], c) -> dict[str, Any]:
@@ -140,11 +154,16 @@ def cluster_stats(labels: np.ndarray, pool: dict[str, np.ndarray]) -> dict[str, 
           "duplicates_together": float(together)}
 
 
-def run_target(c, prep, indices: np.ndarray, seed: int, mesh) -> tuple[np.ndarray, float]:
-  tcfg = model.for_shapes_vqa(prep["dcfg"], d_model=c.target.d_model,
+def target_config(c, prep) -> model.VLMConfig:
+  return model.for_shapes_vqa(prep["dcfg"], d_model=c.target.d_model,
                               n_layers=c.target.n_layers, n_heads=c.target.n_heads)
+
+
+def run_target(c, prep, indices: np.ndarray, seed: int, mesh, init_params: Any
+               ) -> tuple[np.ndarray, float]:
   t0 = time.perf_counter()
-  trained = finetune.train(tcfg, prep["pool"], indices, seed, _tc(c.target.train), mesh=mesh)
+  trained = finetune.train(target_config(c, prep), prep["pool"], indices, seed,
+                           _tc(c.target.train), mesh=mesh, init_params=init_params)
   acc = finetune.accuracy_per_family(trained, prep["test"], len(data.FAMILIES), mesh=mesh)
   return acc, time.perf_counter() - t0
 
@@ -237,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{prep['timings']['proxy_train_s']:.0f}s", flush=True)
   runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
   done = {(r["method"], r["budget"], r["seed"]) for r in runs}
-  stats = {}
+  stats, aligned = {}, {}
   jobs = [("full", 1.0, s) for s in seeds] + [(m, b, s) for s in seeds for b in budgets
                                               for m in methods]
   for method, budget, seed in jobs:
@@ -248,7 +267,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       stats[method] = cluster_stats(picked["labels"], prep["pool"])
     if (method, budget, seed) in done:
       continue
-    acc, wall = run_target(c, prep, picked["indices"], 100 + seed, mesh)
+    if seed not in aligned:   # one stage-1 target per seed, shared by all its subsets
+      aligned[seed] = stage1(c, prep["dcfg"], target_config(c, prep), 100 + seed, mesh)
+    acc, wall = run_target(c, prep, picked["indices"], 100 + seed, mesh, aligned[seed])
     fam = np.bincount(prep["pool"]["family"][picked["indices"]], minlength=5)
     r = {"method": method, "budget": budget, "seed": seed, "size": int(len(picked["indices"])),
          "families": fam.tolist(), "accuracy": acc.tolist(), "wall_s": wall}

@@ -44,3 +44,11 @@ def test_train_saves_and_restores_checkpoints(tmp_path):
   assert acc.shape == (5,) and np.all((acc >= 0) & (acc <= 1))
   with pytest.raises(ValueError, match="indices"):
     finetune.train(vcfg, pool, np.zeros(0, int), 0, tc)
+  # Continuing from given params (stage-1 style): the params survive the donated steps and
+  # can start several runs.
+  for seed in (1, 2):
+    cont = finetune.train(vcfg, pool, np.arange(16), seed, tc, init_params=run.params)
+    assert len(cont.losses) == 2
+  assert cont.losses[0] < run.losses[0]
+  with pytest.raises(ValueError, match="init_params"):
+    finetune.train(vcfg, pool, np.arange(16), 0, tc, init_params={"w": np.zeros(2)})

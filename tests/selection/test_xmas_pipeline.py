@@ -37,8 +37,10 @@ def test_streaming_and_sharding_do_not_change_values(setup):
   mesh = shd.make_mesh()
   assert mesh.shape[shd.DATA] == 8
   sharded = trajectory.trajectory_values(graphdef, checkpoints, pool, CFG.extract(),
-                                         sharding=shd.named(mesh, shd.DATA))
+                                         mesh=mesh)
   np.testing.assert_allclose(sharded, values, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="batch_size"):
+    trajectory.data_sharding(mesh, 12)
 
 
 def test_select_end_to_end(setup):

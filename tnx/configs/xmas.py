@@ -49,6 +49,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.data.position_code = "linear"  # patch position code: 'linear' (r, c)/3 or 'onehot'
   c.data.dup_fraction = 0.2        # share of exists-items duplicated 3-5x with paraphrases
 
+  c.stage1 = mlc.ConfigDict()
+  c.stage1.num_items = 20000       # caption items `describe r c` (0 = no stage-1 alignment)
+  c.stage1.seed = 7                # caption data seed
+  c.stage1.train = _train(1, 3e-3, 20, 0.1)   # one epoch, before instruction tuning
+
   c.proxy = mlc.ConfigDict()
   c.proxy.d_model, c.proxy.n_layers, c.proxy.n_heads = 32, 2, 4   # proxy decoder
   c.proxy.train = _train(1, 1e-3, 0, 1.0)   # 1 epoch, constant Adam 1e-3 (the paper's proxy)
@@ -75,12 +80,16 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   if arg == "smoke":
     c.workdir = "runs/xmas_smoke"
     c.data.pool_size, c.data.test_per_family, c.data.image_dim = 150, 8, 8
+    c.stage1.num_items = 64
+    c.stage1.train = _train(1, 1e-2, 0, 1.0)
+    c.stage1.train.batch_size = 32
     c.proxy.d_model, c.proxy.n_layers, c.proxy.n_heads = 16, 1, 2
     c.proxy.num_checkpoints = 3
+    c.proxy.train = _train(1, 1e-2, 0, 1.0)
     c.proxy.train.batch_size = 32
-    # The target shares the proxy's shape and optimizer so one compilation serves all runs.
+    # Stage 1, proxy and target share one shape and optimizer: one compilation for all runs.
     c.target.d_model, c.target.n_layers, c.target.n_heads = 16, 1, 2
-    c.target.train = _train(1, 1e-3, 0, 1.0)
+    c.target.train = _train(1, 1e-2, 0, 1.0)
     c.target.train.batch_size = 32
     c.xmas.num_clusters, c.xmas.kmeans_iters, c.xmas.batch_size = 4, 20, 32
     c.experiment.budgets, c.experiment.seeds = "0.2,0.5", 1

@@ -34,7 +34,7 @@ from tnx import validation
 
 SPECIALS = ("PAD", "BOS", "SYS1", "SYS2", "IMG", "SEP", "ANS", "EOS")
 WORDS = ("exists", "is-there", "any", "colour", "hue", "at", "count", "how-many", "shape",
-         "form", "of", "the", "one", "add", "plus")
+         "form", "of", "the", "one", "add", "plus", "describe")
 SHAPES = ("square", "circle", "triangle")
 SHAPE_SYNONYMS = ("box", "ring", "wedge")
 COLOURS = ("red", "green", "blue", "yellow")
@@ -44,6 +44,7 @@ TOKEN = {w: i for i, w in enumerate(VOCAB)}
 PAD, BOS, IMG, SEP, ANS, EOS = (TOKEN[w] for w in ("PAD", "BOS", "IMG", "SEP", "ANS", "EOS"))
 
 FAMILIES = ("exists", "colour", "count", "shape", "add")
+CAPTION = len(FAMILIES)   # family id of the stage-1 caption items (not an instruction task)
 POOL_MIX = (0.50, 0.20, 0.10, 0.15, 0.05)
 GRID = 4
 N_IMAGE_TOKENS = GRID * GRID
@@ -128,8 +129,19 @@ def _patches(rng: np.random.Generator, shape: np.ndarray, colour: np.ndarray,
 
 
 def _question(rng: np.random.Generator, family: int, shape: np.ndarray, colour: np.ndarray
-              ) -> tuple[list[str], str] | None:
-  """(question words, answer word) for `family` on this grid; None if the grid cannot pose it."""
+              ) -> tuple[list[str], list[str]] | None:
+  """(question words, answer words) for `family` on this grid; None if the grid cannot pose
+  it."""
+  qa = _task(rng, family, shape, colour)
+  return None if qa is None else (qa[0], [qa[1]] if isinstance(qa[1], str) else qa[1])
+
+
+def _task(rng, family, shape, colour):
+  if family == CAPTION:   # `describe <r> <c>` -> colour shape ('no no' for an empty cell)
+    cell = int(rng.integers(N_IMAGE_TOKENS))
+    full = shape[cell] >= 0
+    return (["describe", DIGITS[cell // GRID], DIGITS[cell % GRID]],
+            [COLOURS[colour[cell]] if full else "no", SHAPES[shape[cell]] if full else "no"])
   if family == 0:
     s = int(rng.integers(len(SHAPES)))
     return ["exists", SHAPES[s]], "yes" if np.any(shape == s) else "no"
@@ -157,17 +169,18 @@ def _paraphrase(rng: np.random.Generator, words: list[str]) -> list[str]:
   return [str(rng.choice(PARAPHRASE[w])) if w in PARAPHRASE else w for w in words]
 
 
-def _encode(words: list[str], answer: str, has_image: bool, seq_len: int
+def _encode(words: list[str], answer: list[str], has_image: bool, seq_len: int
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """tokens [L], targets [L], weights [L] (1 where the next token is the answer), text_mask
-  [L], image_mask [L]."""
+  """tokens [L], targets [L], weights [L] (1 where the next token is an answer token),
+  text_mask [L], image_mask [L]."""
   head = ["BOS", "SYS1", "SYS2"] + ["IMG"] * (N_IMAGE_TOKENS if has_image else 0) + ["SEP"]
-  seq = head + words + ["ANS", answer, "EOS"]
+  seq = head + words + ["ANS"] + answer + ["EOS"]
   ids = np.full(seq_len, PAD, np.int32)
   ids[: len(seq)] = [TOKEN[w] for w in seq]
   targets = np.concatenate([ids[1:], [PAD]]).astype(np.int32)
   weights = np.zeros(seq_len, np.float32)
-  weights[len(seq) - 3] = 1.0                      # position of ANS predicts the answer
+  ans = len(head) + len(words)                     # ANS predicts the first answer token
+  weights[ans: ans + len(answer)] = 1.0
   text = np.zeros(seq_len, bool)
   text[len(head): len(seq)] = True
   return ids, targets, weights, text, ids == IMG
@@ -187,11 +200,26 @@ def generate(seed: int, n: int, cfg: ShapesVQAConfig = ShapesVQAConfig(), *,
   """
   n = validation.positive_int("n", n)
   rng = np.random.default_rng(seed)
-  tower = vision_tower(cfg)
   mix = cfg.mix if mix is None else mix
   counts = np.floor(np.asarray(mix) * n).astype(int)
   counts[int(np.argmax(mix))] += n - counts.sum()
   families = rng.permutation(np.repeat(np.arange(len(FAMILIES)), counts))
+  return _assemble(rng, families, cfg, duplicates)
+
+
+def captions(seed: int, n: int, cfg: ShapesVQAConfig = ShapesVQAConfig()
+             ) -> dict[str, np.ndarray]:
+  """`n` stage-1 alignment items `describe <r> <c>` -> `<colour> <shape>` (`no no` for an
+  empty cell), family CAPTION; the analogue of LLaVA's caption data for projector
+  pre-training."""
+  n = validation.positive_int("n", n)
+  rng = np.random.default_rng(seed)
+  return _assemble(rng, np.full(n, CAPTION), cfg, False)
+
+
+def _assemble(rng: np.random.Generator, families: np.ndarray, cfg: ShapesVQAConfig,
+              duplicates: bool) -> dict[str, np.ndarray]:
+  tower = vision_tower(cfg)
   rows, base_of = [], []
   for i, fam in enumerate(families):
     while True:

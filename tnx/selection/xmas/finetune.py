@@ -154,10 +154,12 @@ def init_state(cfg: model_lib.VLMConfig, key: jax.Array, tx: Any
 
 def train(cfg: model_lib.VLMConfig, pool: dict[str, np.ndarray], indices: np.ndarray,
           seed: int, tc: TrainConfig, *, mesh: Any = None, checkpoint_dir: str | None = None,
-          num_checkpoints: int = 0) -> Trained:
-  """Trains a fresh model (init `seed`) on rows `indices` of `pool` for `tc.epochs` epochs
-  (data order from `seed`). With `checkpoint_dir`, saves `num_checkpoints` evenly spaced
-  checkpoints (see `checkpoint_steps`) through tnx.train.checkpoint.Checkpointer."""
+          num_checkpoints: int = 0, init_params: Any = None) -> Trained:
+  """Trains a model on rows `indices` of `pool` for `tc.epochs` epochs (data order from
+  `seed`), starting from `init_params` (e.g. a stage-1 alignment run's params, with a fresh
+  optimizer) or from a fresh initialisation with `seed`. With `checkpoint_dir`, saves
+  `num_checkpoints` evenly spaced checkpoints (see `checkpoint_steps`) through
+  tnx.train.checkpoint.Checkpointer."""
   indices = np.asarray(indices)
   if indices.ndim != 1 or len(indices) == 0:
     raise ValueError(f"indices must be a non-empty 1-D array, got shape {indices.shape}")
@@ -165,6 +167,11 @@ def train(cfg: model_lib.VLMConfig, pool: dict[str, np.ndarray], indices: np.nda
   total = per_epoch * tc.epochs
   graphdef, tx, step_fn, init_fn = _compiled(cfg, tc, total)
   state = init_fn(jax.random.key(seed))
+  if init_params is not None:
+    if jax.tree.structure(init_params) != jax.tree.structure(state["params"]):
+      raise ValueError("init_params must have the parameter structure of the model `cfg`")
+    # A copy: the train step donates its state, and `init_params` may serve other runs.
+    state["params"] = jax.tree.map(lambda x: jnp.array(x, copy=True), init_params)
   sharding = batch_sharding(mesh, tc.batch_size)
   if sharding is not None:   # replicated like the step's outputs: one compilation
     state = jax.device_put(state, shd.named(mesh))
@@ -217,13 +224,14 @@ def load_checkpoints(trained: Trained, cfg: model_lib.VLMConfig, tc: TrainConfig
 @functools.partial(jax.jit, static_argnums=0)
 def _correct(graphdef, params, rest, batch):
   logits = nnx.merge(graphdef, params, rest)(batch["inputs"])
-  hit = (jnp.argmax(logits, -1) == batch["targets"]) & (batch["weights"] > 0)
-  return jnp.any(hit, axis=1)
+  hit = jnp.argmax(logits, -1) == batch["targets"]
+  return jnp.all(jnp.where(batch["weights"] > 0, hit, True), axis=1)   # every answer token
 
 
 def accuracy_per_family(trained: Trained, data: dict[str, np.ndarray], num_families: int, *,
                         batch_size: int = 256, mesh: Any = None) -> np.ndarray:
-  """[num_families] answer accuracy (argmax of the answer token) on `data`."""
+  """[num_families] accuracy on `data`: an item counts when the argmax of every answer
+  token is right."""
   n = len(data["tokens"])
   sharding = batch_sharding(mesh, batch_size)
   correct = np.zeros(n, bool)

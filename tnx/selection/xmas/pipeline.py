@@ -135,8 +135,8 @@ def select_from_values(key: jax.Array, values_NxTxK: np.ndarray, has_image_N: np
 
 def select(key: jax.Array, graphdef: Any, checkpoints: Sequence[Sequence[Any]],
            pool: Mapping[str, np.ndarray], budget: float | int, config: XMASConfig = XMASConfig(),
-           *, apply_fn: trajectory.ApplyFn = trajectory.default_apply, sharding: Any = None
-           ) -> Selection:
+           *, apply_fn: trajectory.ApplyFn = trajectory.default_apply, sharding: Any = None,
+           mesh: Any = None) -> Selection:
   """Selects `budget` examples of `pool` with XMAS.
 
   Args:
@@ -149,12 +149,13 @@ def select(key: jax.Array, graphdef: Any, checkpoints: Sequence[Sequence[Any]],
     budget: count in [1, N] or fraction in (0, 1].
     config: XMASConfig.
     apply_fn: (model, batch) -> anything; runs the forward pass.
-    sharding: batch sharding (e.g. over the data axis of tnx.sharding.make_mesh()).
+    sharding: batch sharding; or
+    mesh: a tnx.sharding mesh: batches are sharded over its `data` axis.
   """
   n = trajectory.check_pool(pool, config.n_image)
   sample.budget_count(budget, n)
   trajectory.check_checkpoints(checkpoints)
   values = trajectory.trajectory_values(graphdef, checkpoints, pool, config.extract(),
-                                        apply_fn=apply_fn, sharding=sharding)
+                                        apply_fn=apply_fn, sharding=sharding, mesh=mesh)
   has_image = np.any(np.asarray(pool["image_mask"]), axis=1)
   return select_from_values(key, values, has_image, budget, config)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tnx import sharding as shd
 from tnx import validation
 from tnx.selection.xmas import attention, spectral
 
@@ -138,9 +139,20 @@ def check_pool(pool: Mapping[str, np.ndarray], n_image: int) -> int:
   return n
 
 
+def data_sharding(mesh: Any, batch_size: int) -> Any:
+  """Sharding of a streamed batch over the `data` axis of a tnx mesh (ValueError if the axis
+  does not divide the batch)."""
+  size = mesh.shape[shd.DATA]
+  if batch_size % size:
+    raise ValueError(f"batch_size = {batch_size} must be divisible by the mesh's data axis "
+                     f"({size} devices)")
+  return shd.named(mesh, shd.DATA)
+
+
 def trajectory_values(graphdef: Any, checkpoints: Sequence[Sequence[Any]],
                       pool: Mapping[str, np.ndarray], cfg: ExtractConfig, *,
-                      apply_fn: ApplyFn = default_apply, sharding: Any = None) -> np.ndarray:
+                      apply_fn: ApplyFn = default_apply, sharding: Any = None,
+                      mesh: Any = None) -> np.ndarray:
   """[N, T+1, K] top singular values of every example at every checkpoint.
 
   Args:
@@ -149,9 +161,12 @@ def trajectory_values(graphdef: Any, checkpoints: Sequence[Sequence[Any]],
       takes after `graphdef` (e.g. (params, rest)).
     pool: arrays with leading N: 'tokens', 'image' (model inputs read by `apply_fn`),
       'text_mask', 'image_mask', 'token_mask' [N, L] bool.
-    sharding: where batches go (e.g. NamedSharding over the data axis); None = default device.
+    sharding: where batches go; None = default device (or, with `mesh`, the data axis).
+    mesh: a tnx.sharding mesh; batches are sharded over its `data` axis.
   """
   n = check_pool(pool, cfg.n_image)
+  if sharding is None and mesh is not None:
+    sharding = data_sharding(mesh, cfg.batch_size)
   check_checkpoints(checkpoints)
   fn = make_batch_fn(graphdef, cfg, apply_fn)
   keys = tuple(sorted(set(pool) & ({"tokens", "image"} | set(MASK_KEYS))))
