@@ -271,7 +271,10 @@ def run_e3(cfg: mlc.ConfigDict, out: str) -> dict[str, Any]:
     model = gpt.ICLTransformer(gcfg, rngs=nnx.Rngs(cfg.seed + ni))
     opts = gpt.GPTTrainOptions(n=n, batch=c.batch, start=c.start, start_scale=c.start_scale,
                                train_cot=c.train_cot)
-    writer = metrics.MetricsWriter(os.path.join(out, f"n{n}"), total_steps=c.steps,
+    run_dir = os.path.join(out, f"n{n}")
+    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):   # a fresh run, not a resume
+      os.remove(os.path.join(run_dir, "metrics.jsonl"))
+    writer = metrics.MetricsWriter(run_dir, total_steps=c.steps,
                                    progress=False, tensorboard=False)
     t0 = time.time()
     model, hist = gpt.train(model, optim.make_optimizer(c.opt, c.steps), sampler, opts,

@@ -117,7 +117,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.e3.opt.warmup_steps = 1
     c.e4.d = 10
     c.e4.families = "Easy-Short:0.2:4,Hard-Short:0.8:4,Easy-Long:0.2:10,Hard-Long:0.8:10"
-    c.e4.random_targets, c.e4.n, c.e4.pgd_steps = 3, 20, 500
+    c.e4.random_targets, c.e4.n, c.e4.pgd_steps = 3, 20, 5000
   return c
 
 

@@ -126,7 +126,7 @@ def kkt(pi: Any, prob: SelectionProblem) -> KKT:
 
 
 class Selection(NamedTuple):
-  pi: np.ndarray             # SLSQP solution [T]
+  pi: np.ndarray             # the solution [T]: SLSQP's or PGD's, whichever meets KKT better
   pi_pgd: np.ndarray         # projected-gradient solution [T]
   objective: float
   max_disagreement: float    # max |pi - pi_pgd|
@@ -138,6 +138,7 @@ def select(sig: Any, lams: Any, *, pgd_steps: int = 20000) -> Selection:
   prob = problem(sig, lams)
   pi = solve_slsqp(prob)
   pi_pgd = solve_projected_gradient(prob, steps=pgd_steps)
-  best = pi if objective(pi, prob) <= objective(pi_pgd, prob) else pi_pgd
+  # report the candidate closer to optimality (smaller projected-gradient residual)
+  best = pi if kkt(pi, prob).pg_residual <= kkt(pi_pgd, prob).pg_residual else pi_pgd
   return Selection(best, pi_pgd, objective(best, prob), float(np.max(np.abs(pi - pi_pgd))),
                    kkt(best, prob))
