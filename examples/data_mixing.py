@@ -345,8 +345,9 @@ def main(argv: list[str]) -> dict[str, Any]:
   t0 = time.perf_counter()
   res = {"fig1": fig1, "fig2": fig2, "fig3": fig3, "lm": lm}[cfg.experiment](cfg, out)
   wall = time.perf_counter() - t0
-  md = (f"### {cfg.experiment}: {cfg.seeds} seeds (base seed {cfg.base_seed}), wall "
-        f"{wall:.0f} s\n" + table(cfg.experiment, res) + "\n")
+  seeds = (f"seed {cfg.base_seed}" if cfg.experiment == "lm" else
+           f"{cfg.seeds} seeds (base seed {cfg.base_seed})")
+  md = f"### {cfg.experiment}: {seeds}, wall {wall:.0f} s\n" + table(cfg.experiment, res) + "\n"
   print(md, flush=True)
   with open(os.path.join(out, "results.json"), "w") as fh:
     json.dump({"config": json.loads(cfg.to_json_best_effort()), "wall_s": wall,

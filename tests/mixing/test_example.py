@@ -9,9 +9,10 @@ import pytest
 from examples import data_mixing
 
 
-@pytest.mark.parametrize("experiment, figure", [("fig1", "fig1_R1.png"),
-                                                ("fig2", "fig2_different.png"),
-                                                ("fig3", "fig3_noise0.8.png")])
+@pytest.mark.parametrize("experiment, figure", [
+    ("fig1", "fig1_R1.png"),
+    pytest.param("fig2", "fig2_different.png", marks=pytest.mark.slow),
+    pytest.param("fig3", "fig3_noise0.8.png", marks=pytest.mark.slow)])
 def test_smoke(tmp_path, experiment, figure):
   docs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
       os.path.abspath(__file__)))), "docs")
@@ -26,6 +27,16 @@ def test_smoke(tmp_path, experiment, figure):
   assert "| method |" in (run / "results.md").read_text()
   assert out["out"] == str(run)
   assert set(os.listdir(docs)) == before
+
+
+@pytest.mark.slow
+def test_lm_smoke(tmp_path):
+  """The LM experiment's smoke variant (the 'both' method through tnx.train; slow: a full
+  trainer run, its mechanics are tested in test_train_domains)."""
+  out = data_mixing.main(["--experiment=lm", "--smoke", f"--config.workdir={tmp_path}"])
+  assert os.path.getsize(tmp_path / "lm" / "lm_curves.png") > 1000
+  both = out["results"]["methods"]["both"]
+  assert set(both["bpb"]) == {"tests", "net", "text", "core"} and both["clean_bpb"] > 0
 
 
 def test_unknown_experiment_raises(tmp_path):

@@ -134,6 +134,7 @@ def _lm_cfg(tmp_path, steps=8, **domains):
   return c
 
 
+@pytest.mark.slow
 def test_trainer_with_erma_and_va_resumes_exactly(tmp_path):
   """8 steps with updates every 2 and checkpoints at 4 and 8; then resume from step 4 in the
   same workdir: steps 5-8 reproduce the losses, loss weights and sampling weights."""

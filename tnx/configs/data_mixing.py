@@ -101,5 +101,6 @@ def apply_smoke(c: mlc.ConfigDict) -> mlc.ConfigDict:
   c.fig2.settings = "different"
   c.fig3.noise, c.fig3.hidden, c.fig3.steps, c.fig3.n_val = (0.8,), 8, 30, 20
   c.lm.steps, c.lm.seq_len, c.lm.global_batch, c.lm.max_bytes = 8, 32, 8, 40_000
+  c.lm.methods = "both"
   c.lm.d_model, c.lm.eval_batches = 32, 2
   return c
