@@ -30,6 +30,7 @@ from scipy.stats import spearmanr
 
 from tnx import validation
 from tnx.configs.influence_distillation import EXPERIMENTS
+from tnx.models.lm import LMConfig
 from tnx.selection import influence as idl
 from tnx.selection.influence import lm as lm_lib
 from tnx.selection.influence import minitulu, sandbox
@@ -333,7 +334,8 @@ def run_lm(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
   ft_tr = lm_lib.Trainer(lm_cfg, L.finetune_opt, ft_steps)
   methods = config_lib.split_list(L.methods)
   for m in methods:
-    validation.one_of("lm.methods", m, ("uniform", "mid_ppl", "embed_sim", "exact", "influence"))
+    validation.one_of("lm.methods", m, ("uniform", "mid_ppl", "embed_sim", "exact", "influence",
+                                        "influence_rr"))
   base = dict(k=k, sketch=L.sketch, sketch_dim=L.sketch_dim, normalize=L.normalize,
               target_mode=L.target_mode, chunk_size=L.chunk_size)
   exact_cfg = idl.SelectionConfig(num_landmarks=None, **base)
@@ -378,10 +380,13 @@ def run_lm(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
     preps = {}
     if "exact" in methods:
       preps["exact"] = idl.prepare(loss_fn, params, pool_j, exact_cfg, step=step, subset=subset)
-    if "influence" in methods:
+    if {"influence", "influence_rr"} & set(methods):
       preps["influence"] = idl.prepare(loss_fn, params, pool_j,
                                        dataclasses.replace(id_cfg, seed=seed), step=step,
                                        subset=subset, embeddings=embed)
+      # Round-robin over target examples (the authors' code) on the same prepared pool.
+      preps["influence_rr"] = dataclasses.replace(preps["influence"], config=dataclasses.replace(
+          preps["influence"].config, target_mode="round_robin"))
     for target in config_lib.split_list(L.targets):
       tgt = minitulu.make_target(target, L.target_size, seed=seed, pool_seed=c.seed,
                                  seq_len=L.seq_len)
@@ -410,6 +415,8 @@ def run_lm(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
         pe, pi = scores["exact"].reshape(n, -1).mean(1), scores["influence"].reshape(n, -1).mean(1)
         agreement.append(dict(seed=seed, target=target, spearman=float(spearmanr(pe, pi)[0]),
                               jaccard=jaccard(picks["exact"], picks["influence"])))
+      print(f"seed {seed}, target {target}: selected by {', '.join(picks)} in "
+            + ", ".join(f"{m} {secs[m]:.1f}s" for m in picks), flush=True)
       ev0 = warm_tr.evaluate(warm, held, L.eval_batch)
       rows.append(dict(seed=seed, target=target, method="warm-up only", loss=ev0["loss"],
                        exact_match=ev0["exact_match"], seconds=0.0, flops=0.0,
@@ -443,10 +450,18 @@ def selection_flops(method: str, lm_cfg: Any, L: mlc.ConfigDict, n: int) -> floa
   f_pre = lm_lib.forward_flops(lm_cfg, L.seq_len, L.jvp_blocks)
   m, ell = L.target_size, L.num_landmarks
   e = L.jvp_dim or L.jvp_tangents * lm_cfg.d_model
+  influence = n * (1 + L.jvp_tangents) * f_pre + (ell + m) * 3 * f + 2 * n * ell * e + ell**3 / 3
   return {"uniform": 0.0, "mid_ppl": n * f, "embed_sim": (n + m) * f,
-          "exact": (n + m) * 3 * f,
-          "influence": n * (1 + L.jvp_tangents) * f_pre + (ell + m) * 3 * f
-          + 2 * n * ell * e + ell**3 / 3}[method]
+          "exact": (n + m) * 3 * f, "influence": influence, "influence_rr": influence}[method]
+
+
+def paper_scale_flops() -> list[list[Any]]:
+  """The FLOP model of `selection_flops` at the paper's Llama-2-7B setting (derived)."""
+  lm7b = LMConfig(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, mlp_hidden=11008)
+  cfg = mlc.ConfigDict(dict(seq_len=1024, jvp_blocks=4, jvp_tangents=2, jvp_dim=4096,
+                            target_size=100, num_landmarks=4096))
+  flops = {m: selection_flops(m, lm7b, cfg, 200_000) for m in ("mid_ppl", "exact", "influence")}
+  return [[m, f"{f / 1e15:.0f}", f"{f / flops['exact']:.2f}"] for m, f in flops.items()]
 
 
 def summarize_lm(rows: list[dict[str, Any]], agreement: list[dict[str, Any]],
@@ -478,9 +493,16 @@ def summarize_lm(rows: list[dict[str, Any]], agreement: list[dict[str, Any]],
                     f"{s['seconds']:.2f}", f"{s['gflops']:.3g}"])
   md.append(table(header, lines))
   if agreement:
-    md.append("\nInfluence Distillation vs the exact first-order scores: "
-              + "; ".join(f"{a['target']} seed {a['seed']}: Spearman {a['spearman']:.2f}, "
-                          f"top-k Jaccard {a['jaccard']:.2f}" for a in agreement))
+    md.append("\nInfluence Distillation (mean target) against the exact first-order scores "
+              "(mean +- std over seeds):\n")
+    md.append(table(["target", "Spearman", "top-k Jaccard"], [
+        [t] + [f"{np.mean([a[key] for a in agreement if a['target'] == t]):.2f} ± "
+               f"{np.std([a[key] for a in agreement if a['target'] == t]):.2f}"
+               for key in ("spearman", "jaccard")] for t in targets]))
+  md.append("\nAnalytic selection cost at the paper's scale (Llama-2-7B-like: 32 layers, "
+            "D = 4096, F = 11008, L = 1024, n = 200k, l = 4096, K_b = 4, r = 2, m = 100), "
+            "same FLOP model:\n")
+  md.append(table(["method", "PFLOPs", "vs exact"], paper_scale_flops()))
   curves = {m: (list(range(len(targets))), [summary[f"{t}/{m}"]["loss_mean"] for t in targets])
             for m in methods if all(f"{t}/{m}" in summary for t in targets)}
   metrics.plot_curves(curves, os.path.join(out, "id_lm_loss.png"), xlabel="target (" +

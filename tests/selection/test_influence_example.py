@@ -57,7 +57,8 @@ def test_lm_smoke(tmp_path):
   from examples import influence_distillation as ex
   res = ex.main(["--experiment=lm", "--smoke", f"--config.workdir={tmp_path}"])
   methods = {r["method"] for r in res["rows"]}
-  assert methods == {"warm-up only", "uniform", "mid_ppl", "embed_sim", "exact", "influence"}
+  assert methods == {"warm-up only", "uniform", "mid_ppl", "embed_sim", "exact", "influence",
+                     "influence_rr"}
   assert all(np.isfinite(r["loss"]) for r in res["rows"])
   assert (tmp_path / "lm" / "id_lm_loss.png").exists()
 

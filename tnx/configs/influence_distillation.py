@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   lm.target_size = 32             # target examples given to the selectors
   lm.heldout_size = 512           # target examples for evaluation
   lm.eval_batch = 64
-  lm.model = mlc.ConfigDict(dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4,
+  lm.model = mlc.ConfigDict(dict(vocab_size=256, d_model=64, n_layers=4, n_heads=4,
                                  mlp_hidden=0, mixers="attention", window=64,
                                  n_persistent=4, tie_embeddings=True, rope_base=10000.0,
                                  dtype="float32", fp32_softmax_and_loss=True, remat=False))
@@ -69,11 +69,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   lm.finetune_epochs = 2          # over the k selected examples, from the warm-up weights
   lm.finetune_batch = 16
   lm.finetune_opt = _opt(1e-3, 3)
-  lm.methods = "uniform,mid_ppl,embed_sim,exact,influence"
+  lm.methods = "uniform,mid_ppl,embed_sim,exact,influence,influence_rr"
   lm.ppl_center = 0.5             # perplexity band centred on the median (Mid-PPL)
   lm.num_landmarks = 256          # l (paper: 4096 of 200k)
   lm.landmarks = "random"
-  lm.jvp_blocks = 1               # first K_b blocks (paper: 4 of 32)
+  lm.jvp_blocks = 1               # first K_b of the 4 blocks (paper: 4 of 32)
   lm.jvp_tangents = 2             # r (paper: 2)
   lm.jvp_dim = 0                  # projection of the r * D JVPs (0 = keep all 128)
   lm.kernel = "rbf"
