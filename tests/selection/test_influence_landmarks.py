@@ -40,8 +40,8 @@ def test_kmeanspp_returns_the_seeded_samples():
   centres = np.asarray(kmeans.kmeans_plusplus(key, E, 5))
   assert np.all(np.diff(idx) > 0)
   np.testing.assert_allclose(np.sort(np.asarray(E)[idx], axis=0), np.sort(centres, axis=0))
-  dup = jnp.concatenate([E[:4], E[:4]])  # duplicates: still distinct indices
-  assert len(set(np.asarray(landmarks.kmeanspp_landmarks(key, dup, 4)).tolist())) == 4
+  dup = jnp.concatenate([E[:4]] * 7 + [E[:2]])  # 4 distinct points, 30 rows: still 5
+  assert len(set(np.asarray(landmarks.kmeanspp_landmarks(key, dup, 5)).tolist())) == 5
 
 
 def test_landmark_errors():
