@@ -70,29 +70,6 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
   return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows])
 
 
-def plot(curves: dict[str, tuple[Any, Any]], path: str, *, xlabel: str, ylabel: str,
-         title: str, log: bool = False, logx: bool = False) -> None:
-  """Line plot of {label: (x, y)} with optional log axes (tnx.train.metrics.plot_curves is
-  linear-only)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for label, (x, y) in curves.items():
-    ax.plot(x, np.maximum(np.asarray(y, float), 1e-300) if log else y, marker="o", ms=3,
-            label=label)
-  if log or logx:
-    ax.set_xscale("log")
-  if log:
-    ax.set_yscale("log")
-  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
 # ===================================================================================== sandbox
 
 
@@ -167,10 +144,11 @@ def run_sandbox(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
   md += ["\n### Taylor check (random w on the simplex)\n",
          table(["step", "slope 1st-order resid", "slope 2nd-order resid",
                 "resid1 @ smallest lr", "resid2 @ smallest lr"], rows)]
-  plot({f"{k} {o}": (res["taylor"][k]["lrs"], res["taylor"][k][f"resid{i}"])
+  metrics.plot_curves({f"{k} {o}": (res["taylor"][k]["lrs"], res["taylor"][k][f"resid{i}"])
                        for k in ("gd", "adam") for i, o in ((1, "1st"), (2, "2nd"))},
                       os.path.join(out, "id_sandbox_taylor.png"), xlabel="learning rate",
-                      ylabel="|true - predicted| change", title="Taylor residuals", log=True)
+                      ylabel="|true - predicted| change", title="Taylor residuals",
+                      xscale="log", yscale="log")
 
   # (b) GD vs Adam influences: which samples, and what one Adam step (the modelled
   # mechanism) and a longer Adam run on them do.
@@ -231,13 +209,13 @@ def run_sandbox(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
   md += ["\n### First vs second order (Adam step, k non-zero weights each)\n",
          table(["lr", "Spearman(p1, p2)", "support Jaccard", "true dL_T, 1st-order w",
                 "true dL_T, 2nd-order w"], rows)]
-  plot({"first-order weights": ([r["lr"] for r in res["order"]],
+  metrics.plot_curves({"first-order weights": ([r["lr"] for r in res["order"]],
                                                [r["change_first"] for r in res["order"]]),
                        "second-order (QP) weights": ([r["lr"] for r in res["order"]],
                                                      [r["change_second"] for r in res["order"]])},
                       os.path.join(out, "id_sandbox_order.png"), xlabel="learning rate",
                       ylabel="true change of target loss", title="first vs second order",
-                      logx=True)
+                      xscale="log")
 
   # (d) lambda-sparsity curve (first order closed form).
   top = np.sort(p_adam)[::-1]
@@ -246,9 +224,10 @@ def run_sandbox(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
   lams = np.geomspace(lo / 3, hi, s.lambda_points)
   sizes = [idl.weights.support_size_first_order(top, lam, n) for lam in lams]
   res["sparsity"] = dict(lams=lams.tolist(), support=sizes)
-  plot({"first order": (lams.tolist(), sizes)}, os.path.join(out, "id_sandbox_sparsity.png"),
-       xlabel="lambda", ylabel="non-zero weights", title="support size vs L2 strength",
-       log=True)
+  metrics.plot_curves({"first order": (lams.tolist(), sizes)},
+                      os.path.join(out, "id_sandbox_sparsity.png"), xlabel="lambda",
+                      ylabel="non-zero weights", title="support size vs L2 strength",
+                      xscale="log", yscale="log")
 
   # (e) Landmark propagation error vs number of landmarks. Embeddings see the label the way an
   # LM's see the response: each feature map is placed in the block of the sample's class.
@@ -284,8 +263,9 @@ def run_sandbox(c: mlc.ConfigDict, out: str) -> dict[str, Any]:
       res["landmarks"][f"{ename}@{damp:g}"] = dict(counts=counts, rel_error=errs,
                                                    spearman=rhos, topk_jaccard=jacs)
       curves[f"{ename}, damp {damp:g}"] = (counts, errs)
-  plot(curves, os.path.join(out, "id_sandbox_landmarks.png"), xlabel="landmarks",
-       ylabel="||p_hat - p|| / ||p||", title="landmark propagation error", log=True)
+  metrics.plot_curves(curves, os.path.join(out, "id_sandbox_landmarks.png"),
+                      xlabel="landmarks", ylabel="||p_hat - p|| / ||p||",
+                      title="landmark propagation error", xscale="log", yscale="log")
   d0 = floats(s.damps)[0]
   rows = [[e] + [f"{res['landmarks'][f'{e}@{d:g}']['rel_error'][i]:.3g}" for d in floats(s.damps)
                  for i in (0, len(counts) // 2, len(counts) - 1)] for e in embs]
