@@ -120,13 +120,17 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path, l
              JAX_LOCAL_DEVICE_IDS="0")
   cmd = [sys.executable, "-m", "tnx.train", "--config=lm:smoke",
          f"--config.workdir={tmp_path / 'run'}", "--config.train.progress=false",
-         "--config.train.plot=false", *light, *ARGS]
+         "--config.train.plot=false", *light, *ARGS, "--config.mesh.data=-1"]
   procs = [subprocess.Popen(cmd, cwd=REPO, env=dict(env, SLURM_PROCID=str(i),
                                                     SLURM_LOCALID=str(i)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   try:
-    _wait_for_rows(tmp_path / "run" / "metrics.jsonl", 6, procs[0])
+    while len(_rows(tmp_path / "run" / "metrics.jsonl")) < 6:
+      if any(p.poll() is not None for p in procs):
+        pytest.fail("a process ended before the signal:\n" + "\n".join(
+            p.communicate()[0][-3000:] for p in procs if p.poll() is not None))
+      time.sleep(0.05)
     procs[1].send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=600)[0] for p in procs]
   finally:

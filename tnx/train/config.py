@@ -106,6 +106,11 @@ def validate(cfg: mlc.ConfigDict) -> LMConfig:
   validation.non_negative("opt.clip", o.clip)
   validation.in_range("opt.final_lr_ratio", o.final_lr_ratio, 0, 1)
   n_dev = jax.device_count()
+  used = cfg.mesh.data * cfg.mesh.fsdp * cfg.mesh.context
+  if jax.process_count() > 1 and cfg.mesh.data != -1 and used != n_dev:
+    raise ValueError(f"mesh.data * mesh.fsdp * mesh.context = {used} uses {used} of the {n_dev} "
+                     f"devices of the {jax.process_count()} processes; with several processes "
+                     "the mesh must use every device (mesh.data=-1 takes the rest)")
   if batch % n_dev:
     raise ValueError(f"data.global_batch={batch} must be divisible by the {n_dev} devices")
   if batch % accum or (batch // accum) % (n_dev // max(cfg.mesh.context, 1)):
