@@ -6,8 +6,10 @@ same forward with attention capture (sow), cross-modal blocks and their SVDs, in
 
 Rows per proxy size: 'forward' (logits only), 'capture' (sown attention reduced to the
 layer-summed blocks, no SVD), 'extract' (blocks + exact SVD, top-K values: what one
-checkpoint of tnx.selection.xmas.trajectory costs) for both attention orientations. The
-overhead column is relative to 'forward' of the same model and batch (goal: under 25%).
+checkpoint of tnx.selection.xmas.trajectory costs; XLA drops the output head it does not
+need), 'forward + extract' (logits and top-K values from one pass: the cost capture and SVD
+add to a full forward), for both attention orientations. The overhead column is relative to
+'forward' of the same model and batch (goal: under 25%).
 """
 
 from __future__ import annotations
@@ -39,7 +41,17 @@ def _fns(graphdef, cfg: trajectory.ExtractConfig):
         lay, m["text_mask"], m["image_mask"], m["token_mask"], mode=cfg.mode,
         n_image=cfg.n_image)))(layers, masks)
 
-  return jax.jit(forward), jax.jit(blocks), trajectory.make_batch_fn(graphdef, cfg)
+  def forward_and_extract(states, batch):   # logits and the top-K values from one pass
+    model = nnx.merge(graphdef, *states)
+    model.set_attributes(sow_attention=True)
+    logits, sown = nnx.capture(trajectory.default_apply, nnx.Intermediate)(model, batch)
+    layers = attention.captured_layers(sown)
+    masks = {k: batch[k] for k in trajectory.MASK_KEYS}
+    return logits, jax.vmap(lambda lay, m: trajectory.example_values(lay, m, cfg))(layers,
+                                                                                  masks)
+
+  return (jax.jit(forward), jax.jit(blocks), trajectory.make_batch_fn(graphdef, cfg),
+          jax.jit(forward_and_extract))
 
 
 def run(batch: int, steps: int, rounds: int) -> list[dict[str, Any]]:
@@ -54,10 +66,11 @@ def run(batch: int, steps: int, rounds: int) -> list[dict[str, Any]]:
     states = (params, rest)
     timed = {}
     for mode in attention.MODES:
-      forward, blocks, extract = _fns(graphdef, trajectory.ExtractConfig(mode=mode,
-                                                                         batch_size=batch))
+      forward, blocks, extract, both = _fns(graphdef, trajectory.ExtractConfig(
+          mode=mode, batch_size=batch))
       timed.setdefault("forward", forward)
       timed[f"capture ({mode})"], timed[f"extract ({mode})"] = blocks, extract
+      timed[f"forward + extract ({mode})"] = both
     # Interleaved rounds so that load changes on a shared machine hit every path alike.
     samples = {name: [] for name in timed}
     for _ in range(rounds):
