@@ -74,7 +74,7 @@ def test_run_flags_set_the_train_fields():
   assert not resume and cfg.train.steps == 7 and cfg.train.resume_step == -1
   cfg, _ = config.parse_args(["--smoke", "--config.model.memory.tnt.local_chunk_sizes=(4, 2)"],
                              default="tnt_lm")
-  assert cfg.model.memory.tnt.local_chunk_sizes == (4, 2) and cfg.job.stage1_steps == 4
+  assert cfg.model.memory.tnt.local_chunk_sizes == (4, 2) and cfg.job.stage1_steps == 3
   cfg.new_key = 1                                 # returned unlocked, like load()
 
 

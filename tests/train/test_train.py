@@ -42,9 +42,11 @@ def batch_of(cfg, seed=0):
           "weights": jnp.asarray(rng.random(shape) < 0.8, jnp.float32)}
 
 
+@pytest.mark.slow
 def test_one_step_every_model_type(tmp_path, smoke):
   """One LM whose layers use every available mixer type (one compile instead of ten):
-  two optimizer steps give a finite loss near ln 256 and change every layer's parameters."""
+  two optimizer steps give a finite loss near ln 256 and change every layer's parameters.
+  (Slow: compiling ten mixers' forward and backward takes minutes on 2 cores.)"""
   fams = available_families()
   mixers = [m for m in MIXERS if not any(m.startswith(f) and f not in fams
                                          for f in MEMORY_OVERRIDES)]
