@@ -39,10 +39,14 @@ def _one(layers, i):
 def test_sow_is_opt_in_and_matches_recomputation():
   att = Attention(8, 2, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (2, 5, 8), jnp.float64)
-  y_plain, off = nnx.capture(att, nnx.Intermediate)(x)
+  def run(module):
+    graphdef, state = nnx.split(module)
+    return jax.jit(lambda s, x: nnx.capture(nnx.merge(graphdef, s), nnx.Intermediate)(x))(
+        state, x)
+  y_plain, off = run(att)
   assert not off                                         # nothing sown by default
   att.set_attributes(sow_attention=True)
-  y, cap = nnx.capture(att, nnx.Intermediate)(x)
+  y, cap = run(att)
   np.testing.assert_array_equal(np.asarray(y), np.asarray(y_plain))
   q, k, probs = cap["q"].get_value()[0], cap["k"].get_value()[0], cap["probs"].get_value()[0]
   pos = jnp.arange(5)

@@ -1,6 +1,8 @@
 """XMAS end to end: select() on a tiny model and pool; streaming, sharding, determinism,
 ablation hooks and argument errors."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -64,9 +66,9 @@ def test_ablation_variants(setup):
   _, _, pool, values = setup
   n = len(pool["tokens"])
   key = jax.random.key(1)
-  for cfg in (pipeline.XMASConfig(num_clusters=4, within="random"),
-              pipeline.XMASConfig(num_clusters=4, within="unstable"),
-              pipeline.XMASConfig(num_clusters=4, trajectory="values", top_k=3)):
+  for cfg in (dataclasses.replace(CFG, within="random"),
+              dataclasses.replace(CFG, within="unstable"),
+              dataclasses.replace(CFG, trajectory="values", top_k=1)):
     sel = pipeline.select_from_values(key, values, pool["has_image"], 12, cfg)
     assert len(sel.indices) == 12 and len(np.unique(sel.indices)) == 12
   last = pipeline.select_from_values(key, values[:, -1:], pool["has_image"], 12, CFG)
