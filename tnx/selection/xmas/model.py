@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tnx import validation
-from tnx.models.lm import Block, LMConfig
+from tnx.models import LMConfig
+from tnx.models.lm import Block
 from tnx.nn.layers import RMSNorm, linear
 from tnx.selection.xmas import data as shapes
 
