@@ -1,7 +1,7 @@
 """Optimal retraining with noisy labels: state evolution, AMP simulation and linear probes.
 
   python -m examples.amp_retraining            # full run (a few minutes on 2 CPU cores)
-  python -m examples.amp_retraining --smoke    # seconds
+  python -m examples.amp_retraining --smoke    # ~20 s CPU
   python -m examples.amp_retraining --docs     # also copy the figures into docs/
 
 Prints markdown tables and writes, under config.workdir, results.json (every number of the

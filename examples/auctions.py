@@ -1,7 +1,7 @@
 """Position auctions in AI-generated content: experiments E1-E4 of docs/auctions.md.
 
   python -m examples.auctions            # 10^4 instances per experiment, a few CPU minutes
-  python -m examples.auctions --smoke    # seconds
+  python -m examples.auctions --smoke    # ~35 s CPU
   python -m examples.auctions --docs     # also update docs/auctions.md and its plots
 
 E1 MNL welfare: exact optimum versus the separable-ranking and additive-matching heuristics

@@ -1,7 +1,7 @@
 """DP synthetic embeddings: accuracy vs epsilon on digits, mean recovery on synthetic GMMs.
 
   python -m examples.dp_embeddings            # full run (a few minutes on 2 CPU cores)
-  python -m examples.dp_embeddings --smoke    # seconds
+  python -m examples.dp_embeddings --smoke    # ~45 s CPU
   python -m examples.dp_embeddings --docs     # also copy the figures into docs/
 
 Digits: a small MLP encoder is trained on the public 30 % of sklearn's bundled digits; the

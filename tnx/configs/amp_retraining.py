@@ -2,7 +2,7 @@
 (docs/amp.md).
 
   python -m examples.amp_retraining              # a few minutes on 2 CPU cores
-  python -m examples.amp_retraining --smoke      # seconds
+  python -m examples.amp_retraining --smoke      # ~20 s CPU
   python -m examples.amp_retraining --config.noise="(0.2, 0.4)" --config.probe_seeds=5
   python -m examples.amp_retraining --docs       # also copy the figures into docs/
 

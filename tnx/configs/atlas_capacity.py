@@ -1,7 +1,7 @@
 """Associative-memory capacity of the ATLAS memories without outer training (docs/atlas.md).
 
   python -m examples.atlas_capacity              # a few minutes on 2 CPU cores
-  python -m examples.atlas_capacity --smoke      # seconds
+  python -m examples.atlas_capacity --smoke      # ~15 s CPU
   python -m examples.atlas_capacity --config.epochs=1000 --config.ns="(8, 45, 46)"
   python -m examples.atlas_capacity --docs       # also copy the figure into docs/
 

@@ -1,7 +1,7 @@
 """Position auctions in AI-generated content: experiments E1-E4 (docs/auctions.md).
 
   python -m examples.auctions                      # 10^4 instances per experiment cell
-  python -m examples.auctions --smoke              # seconds
+  python -m examples.auctions --smoke              # ~35 s CPU
   python -m examples.auctions --config.instances=2000 --config.workdir=runs/auctions_2k
   python -m examples.auctions --docs               # also update docs/auctions.md and its plots
 

@@ -2,7 +2,7 @@
 synthetic Gaussian mixtures (docs/privacy.md).
 
   python -m examples.dp_embeddings               # a few minutes on 2 CPU cores
-  python -m examples.dp_embeddings --smoke       # seconds
+  python -m examples.dp_embeddings --smoke       # ~45 s CPU
   python -m examples.dp_embeddings --config.seeds=5 --config.eps=1,4,inf
   python -m examples.dp_embeddings --docs        # also copy the figures into docs/
 
