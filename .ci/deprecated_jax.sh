@@ -22,9 +22,9 @@ patterns=(
   'from grain import .*\bpython\b'
   '^\s*with\s+([A-Za-z_][A-Za-z0-9_]*\.)*[A-Za-z_]*mesh\s*(:|,|\s+as\s)'
 )
-args=()
-for p in "${patterns[@]}"; do args+=(-e "$p"); done
-hits=$(grep -rnP --include='*.py' "${args[@]}" "${paths[@]}" 2>/dev/null)
+regex=$(IFS='|'; echo "${patterns[*]}")   # grep -P takes a single pattern
+hits=$(grep -rnP --include='*.py' -- "$regex" "${paths[@]}")
+if [[ $? -gt 1 ]]; then echo "deprecated_jax.sh: grep failed"; exit 2; fi
 if [[ -n "$hits" ]]; then
   echo "deprecated JAX/grain APIs found (see .ci/deprecated_jax.sh for the replacements):"
   echo "$hits"

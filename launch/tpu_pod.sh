@@ -32,8 +32,9 @@ REPO_DIR="$(cd "$(dirname "$0")/.." && pwd)"
 cmd="${1:?usage: tpu_pod.sh [--dry-run] create|copy|setup|run MODULE ARGS...|logs [WORKER]|stop|delete}"
 shift
 
-do_cmd() {  # runs "$@", or prints it (shell-quoted) with --dry-run
-  if [[ "$DRY_RUN" == 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi
+do_cmd() {  # runs "$@", or prints it shell-quoted (copy-pasteable) with --dry-run
+  if [[ "$DRY_RUN" == 1 ]]; then printf '%q' "$1"; shift; printf ' %q' "$@"; echo
+  else "$@"; fi
 }
 
 on_workers() {  # on_workers WORKER COMMAND: runs COMMAND through ssh on WORKER (or all)
@@ -49,7 +50,7 @@ case "$cmd" in
     # directory that then replaces ~/$REMOTE_DIR: a second copy never nests inside the first.
     tarball="${TMPDIR:-/tmp}/tnx-$TPU.tar.gz"
     if [[ "$DRY_RUN" == 1 ]]; then
-      echo "tar -czf $tarball -C $REPO_DIR <the files git ls-files lists>"
+      echo "# local: git ls-files -z --cached --others --exclude-standard | tar --null -czf $tarball -T -"
     else
       (cd "$REPO_DIR" && git ls-files -z --cached --others --exclude-standard \
         | tar --null -czf "$tarball" -T -)
@@ -62,8 +63,8 @@ mv ~/$REMOTE_DIR.new ~/$REMOTE_DIR && rm ~/tnx.tar.gz" ;;
     on_workers all "bash ~/$REMOTE_DIR/launch/run_tpu.sh --setup" ;;
   run)
     [[ $# -ge 1 ]] || { echo "usage: tpu_pod.sh run MODULE ARGS..." >&2; exit 2; }
-    args=$(printf '%q ' "$@")
-    on_workers all "bash ~/$REMOTE_DIR/launch/run_tpu.sh --detach --name=$RUN $args" ;;
+    args=$(printf ' %q' "$@")
+    on_workers all "bash ~/$REMOTE_DIR/launch/run_tpu.sh --detach --name=$RUN$args" ;;
   logs)
     on_workers "${1:-0}" "tail -n 100 -F ~/tnx_logs/$RUN/worker-*.log" ;;
   stop)
