@@ -280,6 +280,8 @@ def _params_from(init_from: str, lm: Any, tx: Any, seed: int, mesh: Any) -> Any:
                         abstract, shd.tree_shardings(abstract, mesh))
   try:
     loaded, _ = src.restore(None, target)
+  except ckpt_lib.CheckpointError as e:
+    raise ckpt_lib.CheckpointError(f"train.init_from={init_from!r}: {e}") from None
   finally:
     src.close()
   return loaded["params"]
