@@ -290,7 +290,7 @@ def omega_memory(mcfg: amem.AtlasMemoryConfig, rule: OmegaRule, state0: amem.Par
                      f"[{b}, {h}, {length}, {rule.window}], got {list(gamma.shape)}")
   for name, x, lo, hi in (("eta", eta, 0.0, np.inf), ("alpha", alpha, 0.0, 1.0),
                           ("theta", theta, 0.0, 1.0), ("gamma", gamma, 0.0, np.inf)):
-    if x is not None and not isinstance(x, jax.core.Tracer):
+    if x is not None and validation.is_concrete(x):
       validation.array_in_range(name, x, lo, hi)
   if carry is None:
     carry = init_carry(state0, b, rule, zdim, zq.dtype)
