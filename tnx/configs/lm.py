@@ -1,4 +1,4 @@
-"""Language-model training on the default corpus (the Python standard library's source).
+r"""Language-model training on the default corpus (the Python standard library's source).
 
   python -m tnx.train --config=lm                      # attention baseline, byte level
   python -m tnx.train --config=lm:smoke                # seconds on a CPU
