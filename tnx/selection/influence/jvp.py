@@ -117,7 +117,9 @@ def lm_prefix_features(graphdef: Any, params: Any, rest: Any, num_blocks: int, *
     num_blocks: K_b, 1 <= K_b <= number of blocks.
   Returns:
     prefix: the sub-dict of params that h depends on (JVP tangents range over exactly these);
-    h(prefix, example): example is a dict with 'inputs' [L] and 'weights' [L].
+    h(prefix, example): example is a dict with 'inputs' [L] and 'weights' [L]. h depends on
+      `params` only through their shapes (the unused blocks are zero placeholders), so one h
+      (and everything compiled from it) serves every model of the same configuration.
   """
   n_layers = len(params["blocks"])
   validation.one_of("pooling", pooling, ("last", "mean"))
@@ -127,10 +129,13 @@ def lm_prefix_features(graphdef: Any, params: Any, rest: Any, num_blocks: int, *
   block_keys = sorted(params["blocks"])[:num_blocks]
   prefix = {"embed": params["embed"], "final_norm": params["final_norm"],
             "blocks": {b: params["blocks"][b] for b in block_keys}}
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)),
+                        params)
 
   def features(prefix_params, example):
-    full = dict(params, embed=prefix_params["embed"], final_norm=prefix_params["final_norm"],
-                blocks={**params["blocks"], **prefix_params["blocks"]})
+    unused = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # never executed
+    full = dict(unused, embed=prefix_params["embed"], final_norm=prefix_params["final_norm"],
+                blocks={**unused["blocks"], **prefix_params["blocks"]})
     model = nnx.merge(graphdef, full, rest)
     x_1xLxD = model.embed(example["inputs"][None]).astype(model.cfg.compute_dtype)
     for b in block_keys:

@@ -136,12 +136,40 @@ def restore_state(directory: str, like: dict[str, Any]) -> dict[str, Any]:
   return state
 
 
-def per_example_losses(graphdef: Any, params: Any, rest: Any, examples: dict[str, Any], *,
-                       chunk_size: int = 64) -> jax.Array:
-  """[N] response-token NLL of every example under params."""
-  loss = example_loss(graphdef, rest)
-  mapper = example_mapper(lambda p, e: loss(p, e), chunk_size=chunk_size)
-  return mapper(params, {k: jnp.asarray(examples[k]) for k in FIELDS})
+class PoolFunctions:
+  """The per-example functions of the selectors for one model configuration, compiled once and
+  reused for every trained model of that configuration (pass each model's params)."""
+
+  def __init__(self, graphdef: Any, params: Any, rest: Any, *, jvp_blocks: int,
+               chunk_size: int = 64):
+    self.loss = example_loss(graphdef, rest)
+    self._losses = example_mapper(lambda p, e: self.loss(p, e), chunk_size=chunk_size)
+    _, self.hidden_fn = jvp.lm_prefix_features(graphdef, params, rest, len(params["blocks"]),
+                                               pooling="mean")
+    self._hidden = example_mapper(lambda p, e: self.hidden_fn(p, e), chunk_size=chunk_size)
+    self.jvp_blocks = jvp_blocks
+    _, self.prefix_fn = jvp.lm_prefix_features(graphdef, params, rest, jvp_blocks)
+
+  @staticmethod
+  def rows(examples: dict[str, Any]) -> dict[str, jax.Array]:
+    return {k: jnp.asarray(examples[k]) for k in FIELDS}
+
+  def losses(self, params: Any, examples: dict[str, Any]) -> jax.Array:
+    """[N] response-token NLL of every example."""
+    return self._losses(params, self.rows(examples))
+
+  def hidden_states(self, params: Any, examples: dict[str, Any]) -> jax.Array:
+    """[N, D] mean-pooled last-layer hidden states (the embedding-similarity baseline's
+    representation, like RDS+ on the warmed-up model)."""
+    full = {"embed": params["embed"], "final_norm": params["final_norm"],
+            "blocks": params["blocks"]}
+    return self._hidden(full, self.rows(examples))
+
+  def prefix(self, params: Any) -> Any:
+    """The parameters the JVP features depend on (embedding, first blocks, final norm)."""
+    keys = sorted(params["blocks"])[:self.jvp_blocks]
+    return {"embed": params["embed"], "final_norm": params["final_norm"],
+            "blocks": {b: params["blocks"][b] for b in keys}}
 
 
 def perplexity_band(losses_N: np.ndarray, k: int, center: float = 0.5) -> np.ndarray:
@@ -151,18 +179,6 @@ def perplexity_band(losses_N: np.ndarray, k: int, center: float = 0.5) -> np.nda
   start = int(round(center * n - k / 2))
   start = min(max(start, 0), n - k)
   return order[start:start + k]
-
-
-def hidden_states(graphdef: Any, params: Any, rest: Any, examples: dict[str, Any], *,
-                  chunk_size: int = 64) -> jax.Array:
-  """[N, D] mean-pooled last-layer hidden states (the embedding-similarity baseline's
-  representation, like RDS+ on the warmed-up model)."""
-  _, feat = jvp.lm_prefix_features(graphdef, params, rest, len(params["blocks"]),
-                                   pooling="mean")
-  mapper = example_mapper(lambda p, e: feat(p, e), chunk_size=chunk_size)
-  prefix = {"embed": params["embed"], "final_norm": params["final_norm"],
-            "blocks": params["blocks"]}
-  return mapper(prefix, {k: jnp.asarray(examples[k]) for k in FIELDS})
 
 
 def similarity_selection(pool_NxD: jax.Array, target_MxD: jax.Array, k: int,

@@ -69,7 +69,9 @@ class SelectionConfig:
     order: 'first' | 'second' (second: QP with Hessian-vector products; mean target only).
     chunk_size: examples per vectorized chunk of per-example work.
     qp_steps: FISTA iteration cap of the second-order QP.
-    seed: landmark choice, sketch and round-robin order.
+    seed: landmark choice and round-robin order.
+    sketch_seed: the gradient sketch (kept apart from `seed` so that runs with different seeds
+      share one compiled per-example function).
   """
 
   k: int
@@ -86,6 +88,7 @@ class SelectionConfig:
   chunk_size: int = 32
   qp_steps: int = 3000
   seed: int = 0
+  sketch_seed: int = 0
 
   def __post_init__(self):
     validation.positive_int("k", self.k)
@@ -178,9 +181,8 @@ def prepare(loss_fn: grads_lib.LossFn, params: Any, pool: Any, config: Selection
   subset = subset or grads_lib.ParamSubset(params)
   step = step or gd_affine(params, 1.0)
   a_P = None if step.kind == "gd" else subset.flatten(step.a)
-  k_land, k_sketch = jax.random.split(jax.random.key(cfg.seed))
-  sketch = make_sketch(cfg.sketch, subset.size, cfg.sketch_dim,
-                       int(jax.random.randint(k_sketch, (), 0, 2**31 - 1)))
+  k_land = jax.random.split(jax.random.key(cfg.seed))[0]
+  sketch = make_sketch(cfg.sketch, subset.size, cfg.sketch_dim, cfg.sketch_seed)
   grad_fn = grads_lib.per_example_grad_fn(loss_fn, subset, sketch=sketch,
                                           normalize=cfg.normalize, chunk_size=cfg.chunk_size,
                                           mesh=mesh)
