@@ -99,8 +99,6 @@ def test_exact_kernel_mode_and_config_errors():
   assert AtlasConfig(variant="atlas").momentum and not AtlasConfig(variant="dot").forget
 
 
-@pytest.mark.xfail(strict=True, reason="omega_memory's Muon path multiplies the padded rows "
-                   "of a partial last chunk (NS of a zero momentum: NaN) by zero weights")
 def test_muon_partial_last_chunk_is_finite():
   m = _mixer(variant="atlas")
   assert bool(jnp.all(jnp.isfinite(m(X[:, :5]))))   # chunk 3: a last chunk of 2 tokens

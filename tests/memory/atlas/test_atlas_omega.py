@@ -87,7 +87,8 @@ def test_window_one_is_delta_rule_and_titans(depth):
   o_ref, _ = ref(ref_state, q, k, v, eta)
   o, _ = mine(omega.OmegaRule(window=1))(s0, q, k, v, eta)
   np.testing.assert_allclose(o, o_ref, atol=1e-12)
-  o_ref, _ = ref(ref_state, q, k, v, eta, mom_decay=inp["theta"], forget=1.0 - inp["alpha"])
+  o_ref, _ = ref(ref_state, q, k, v, eta, log_mom_decay=jnp.log(inp["theta"]),
+                 log_retention=jnp.log(inp["alpha"]))
   rule = omega.OmegaRule(window=1, optimizer="momentum", step_placement="inside")
   o, _ = mine(rule)(s0, q, k, v, eta, alpha=inp["alpha"], theta=inp["theta"])
   np.testing.assert_allclose(o, o_ref, atol=1e-12)
