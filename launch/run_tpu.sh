@@ -71,6 +71,7 @@ case "$MODE" in
     [[ $# -ge 1 ]] || { echo "usage: run_tpu.sh --detach [--name=RUN] MODULE ARGS..." >&2; exit 2; }
     setup >/dev/null
     mkdir -p "$LOGS/$NAME"
+    trap '' HUP   # inherited: a hang-up right now cannot reach the child before setsid runs
     setsid nohup "$VENV/bin/python" -m "$@" >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     echo "worker $ID: started pid $! ($*); log $LOG" ;;

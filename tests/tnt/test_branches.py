@@ -1,8 +1,7 @@
 """TNT memory math against slow references: per-token loops, explicit Q-K sums, shard by shard.
 
-Covers spec 7.1 items 7 (global-only reduction), 8 (reset independence), 9 (shard folding),
-11 (causality of the global chunk-start read), 13 (gradient plumbing), 14 (C' = 1 is exact
-per-token online GD).
+Covers the global-only reduction, reset independence, shard folding, causality of the global
+chunk-start read, gradient plumbing, and C_L = 1 as exact per-token online GD.
 """
 
 import dataclasses
@@ -12,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tnx.memory import chunked
+from tnx.memory import chunked, reference
 from tnx.memory import model as mm
 from tnx.tnt import branches, qk_projection
 from tnx.tnt.config import TNTConfig
@@ -60,8 +59,9 @@ def _local_reference(cfg, state0, inp, chunk, shard):
               sum(np.outer(k[s], k[s]) / (k[s] @ k[s] + 1e-6)
                   for s in range((t // reset) * reset if reset else 0, t + 1)) @ q[t]
               for t in range(q.shape[0])])
-        o, _ = chunked.sequential_reference(cfg.memory, _head(state0, h), jnp.asarray(q), k,
-                                            inp.v[b, h, sl], inp.lr[b, h, sl], chunk_size=chunk)
+        o, _ = reference.sequential_reference(cfg.memory, _head(state0, h), jnp.asarray(q), k,
+                                              inp.v[b, h, sl], inp.lr[b, h, sl],
+                                              chunk_size=chunk)
         out[b, h, sl] = o
   return out
 
@@ -86,9 +86,9 @@ def test_global_only_matches_chunk_start_reference():
   got = branches.tnt_mix(cfg, params, [inp])
   for b in range(B):
     for h in range(H):
-      want, _ = chunked.sequential_reference(
+      want, _ = reference.sequential_reference(
           MEM, _head(v0, h), inp.q[b, h], inp.k[b, h], inp.v[b, h], inp.lr[b, h],
-          chunk_size=4, retrieval="chunk_start")
+          chunk_size=4, rule=chunked.UpdateRule(retrieval="chunk_start"))
       np.testing.assert_allclose(got[b, h], want, rtol=1e-10, atol=1e-12)
   # Causality of the chunk-start read: chunk n's output depends only on tokens < n * C_G, so
   # changing the keys/values from token 4 on leaves chunks 0 and 1 unchanged.

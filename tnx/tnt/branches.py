@@ -4,7 +4,7 @@ shard_mapped.
 Global branch (TNT Eq. 5, 7): the chunked primitive with chunk C_G over the whole sequence,
 never reset, read at the chunk-start state.
 
-Local branch i (TNT Eq. 6, 7 with the chunk-start base state, spec 3.2): every shard of S_L
+Local branch i (TNT Eq. 6, 7, with gradients at the chunk-start state): every shard of S_L
 tokens starts from the learned W_init[i] and runs the chunked primitive with chunk C_L[i]; its
 queries are the Q-K projected M_t q_t. Shards are independent, so full shards are folded into
 the batch axis ([B, H, L] -> [B * L/S_L, H, S_L]); a final partial shard (L % S_L tokens)
@@ -12,7 +12,7 @@ runs on its own, so its end state is exact for decoding.
 
 Output: o_t = global read + sum of local reads (or the mean / a learned weighted sum).
 
-Shapes: B batch, H heads, L length, K head dim.
+Shapes use the letters defined in `tnx.memory`.
 """
 
 from __future__ import annotations
@@ -78,20 +78,27 @@ def _slice(inp: BranchInputs, start: int, stop: int) -> BranchInputs:
   return type(inp)(*(None if a is None else a[:, :, start:stop] for a in inp))
 
 
-def global_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs,
-                  ln: dict[str, jax.Array] | None = None, *, state_batched: bool = False,
-                  momentum0: mm.State | None = None
+def memory_rule(cfg: TNTConfig, retrieval: str = "intra_chunk") -> chunked.UpdateRule:
+  """The update of every TNT memory: gradient descent, or Titans momentum (lr inside)."""
+  return chunked.UpdateRule(optimizer="momentum" if cfg.momentum else "gd",
+                            inner_loss=cfg.inner_loss, retrieval=retrieval)
+
+
+def global_branch(cfg: TNTConfig, state0: mm.State | None, inp: BranchInputs,
+                  ln: dict[str, jax.Array] | None = None, *,
+                  carry: chunked.MemoryCarry | None = None
                   ) -> tuple[jax.Array, chunked.MemoryCarry]:
-  """Global memory over the whole sequence. Returns (o [B, H, L, K], carry after the end).
+  """Global memory over the whole sequence from state0 (leaves [H, ...]) or from a carry
+  (leaves [B, H, ...], e.g. handed over from the previous block; state0 None). Returns
+  (o [B, H, L, K], carry after the end).
 
   With chunk-start retrieval (TNT's setting) the primitive only forms the end-of-chunk
   coefficients, O(C_G) per chunk without momentum (never the C_G x C_G matrix).
   """
   return chunked.chunked_memory(
       cfg.memory, state0, inp.q, inp.k, inp.v, inp.lr, chunk_size=cfg.global_chunk_size,
-      log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention, momentum0=momentum0,
-      retrieval=cfg.global_retrieval, inner_loss=cfg.inner_loss, ln=ln,
-      remat_group=cfg.remat_group, state_batched=state_batched)
+      rule=memory_rule(cfg, cfg.global_retrieval), log_mom_decay=inp.log_mom_decay,
+      log_retention=inp.log_retention, ln=ln, carry=carry, remat_group=cfg.remat_group)
 
 
 def project_queries(cfg: TNTConfig, q: jax.Array, k: jax.Array, chunk_size: int) -> jax.Array:
@@ -105,9 +112,9 @@ def project_queries(cfg: TNTConfig, q: jax.Array, k: jax.Array, chunk_size: int)
 def _local_piece(cfg, state0, inp: BranchInputs, ln, chunk_size):
   q = project_queries(cfg, inp.q, inp.k, chunk_size)
   return chunked.chunked_memory(
-      cfg.memory, state0, q, inp.k, inp.v, inp.lr, chunk_size=chunk_size,
-      log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention, retrieval="intra_chunk",
-      inner_loss=cfg.inner_loss, ln=ln, remat_group=cfg.remat_group)
+      cfg.memory, state0, q, inp.k, inp.v, inp.lr, chunk_size=chunk_size, rule=memory_rule(cfg),
+      log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention, ln=ln,
+      remat_group=cfg.remat_group)
 
 
 def local_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs, *, chunk_size: int,
@@ -166,16 +173,6 @@ def tnt_mix(cfg: TNTConfig, params: MemoryParams, inputs: Sequence[BranchInputs]
   if len(inputs) != cfg.num_memories:
     raise ValueError(f"inputs must hold {cfg.num_memories} BranchInputs (global first), got "
                      f"{len(inputs)}")
-  if len(params.local_inits) != cfg.num_locals:
-    raise ValueError(f"params.local_inits must hold one state per local memory "
-                     f"({cfg.num_locals}, local_chunk_sizes={cfg.local_chunk_sizes}), got "
-                     f"{len(params.local_inits)}")
-  if len(params.lns) != cfg.num_memories:
-    raise ValueError(f"params.lns must hold one entry per memory ({cfg.num_memories}), got "
-                     f"{len(params.lns)}")
-  if (params.global_init is None) == cfg.use_global:
-    raise ValueError(f"params.global_init must be {'given' if cfg.use_global else 'None'} "
-                     f"with use_global={cfg.use_global}")
   if len(params.local_inits) != cfg.num_locals:
     raise ValueError(f"params.local_inits must hold one state per local memory "
                      f"({cfg.num_locals}, local_chunk_sizes={cfg.local_chunk_sizes}), got "
