@@ -1,12 +1,18 @@
-"""Forward+backward speed of the Titans and TTT memory layers against chunk size.
+"""Forward+backward speed of the memory layers and of the Omega-rule primitive against chunk
+size.
 
     python -m benchmarks.memory                # B=2, L in {1024, 4096}, D=256, 4 heads
+    python -m benchmarks.memory --layers omega_gd,omega_momentum,omega_muon --lengths 1024
     python -m benchmarks.memory --smoke        # seconds; used by the tests
 
 For each layer, length and chunk size: training-step time (forward + backward of sum(y^2)
 with respect to all parameters), tokens/s, XLA's planned peak memory, and FLOP utilization:
 model FLOPs (3x an analytic forward count of the matmuls, remat recompute not counted) per
-second divided by the FLOP/s of a float32 matmul timed in the same run.
+second divided by the FLOP/s of a float32 matmul timed in the same run. The `omega_*` rows
+time the primitive alone (`chunked_memory` with an Omega window of 4, the ATLAS MLP memory,
+gd / momentum / Muon, head width K = D / heads, identity features): the step is the forward
+and backward of mean(o^2) with respect to the initial state, q, k, v and every gate (no FLOP
+count: reported as nan).
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from benchmarks import common
+from tnx.memory import chunked, titans, ttt
 from tnx.memory import model as mm
-from tnx.memory import titans, ttt
+
+OMEGA_WINDOW = 4
 
 
 def memory_forward_flops(dims, chunk: int, n_chunks: int, momentum: bool) -> float:
@@ -57,7 +65,52 @@ def make_layer(kind: str, d: int, heads: int, chunk: int):
   return ttt.TTTLayer(d, cfg, rngs=rngs), cfg.memory, False
 
 
+def omega_problem(b: int, length: int, heads: int, k: int, seed: int = 1) -> dict:
+  """Inputs of the Omega-rule rows: unit-norm q/k [B, H, L, K], v, lr and gates as the ATLAS
+  mixer makes them (from logits: log-sigmoid retention and momentum decay, sigmoid window
+  gates [B, H, L, c])."""
+  ks = jax.random.split(jax.random.PRNGKey(seed), 6)
+  unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+  q, kk, v = (jax.random.normal(ks[i], (b, heads, length, k), jnp.float32) for i in range(3))
+  z = lambda i, shape, bias: jax.random.normal(ks[i], shape, jnp.float32) + bias
+  lead = (b, heads, length)
+  return dict(q=unit(q), k=unit(kk), v=v, lr=0.1 * jax.nn.sigmoid(z(3, lead, -2.0)),
+              log_retention=jax.nn.log_sigmoid(z(4, lead, 5.0)),
+              log_mom_decay=jax.nn.log_sigmoid(z(5, lead, 2.2)),
+              window_gate=jax.nn.sigmoid(z(5, lead + (OMEGA_WINDOW,), 3.0)))
+
+
+def omega_run(optimizer: str, chunk: int):
+  """(memory config, run(state0, inputs) -> o) for the current primitive."""
+  cfg = mm.MemoryModelConfig.from_kind("gated_mlp" if optimizer == "muon" else "mlp")
+  rule = chunked.UpdateRule(window=OMEGA_WINDOW, optimizer=optimizer, step_placement="outside")
+
+  def run(state0, inp):
+    gates = {n: inp[n] for n in ("log_retention", "window_gate")}
+    if optimizer != "gd":
+      gates["log_mom_decay"] = inp["log_mom_decay"]
+    return chunked.chunked_memory(cfg, state0, inp["q"], inp["k"], inp["v"], inp["lr"],
+                                  chunk_size=chunk, rule=rule, **gates)[0]
+
+  return cfg, run
+
+
+def time_omega(run, state0, inp, steps, max_seconds):
+  """Median forward+backward time of mean(run(state0, inp)^2) and XLA's planned peak."""
+  loss = lambda s, x: jnp.mean(jnp.square(run(s, x)))
+  compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(state0, inp).compile()
+  sec = common.time_fn(lambda: compiled(state0, inp), steps=steps, warmup=1,
+                       max_seconds=max_seconds)
+  return sec, common.compiled_peak_bytes(compiled)
+
+
 def bench_one(kind, b, length, d, heads, chunk, steps, max_seconds):
+  if kind.startswith("omega_"):
+    k = d // heads
+    cfg, run = omega_run(kind[len("omega_"):], chunk)
+    state0 = mm.init_state(cfg, jax.random.PRNGKey(0), k, heads)
+    sec, peak = time_omega(run, state0, omega_problem(b, length, heads, k), steps, max_seconds)
+    return sec, float("nan"), peak
   layer, mem, momentum = make_layer(kind, d, heads, chunk)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
   x = jax.random.normal(jax.random.PRNGKey(1), (b, length, d), jnp.float32)
@@ -76,7 +129,8 @@ def bench_one(kind, b, length, d, heads, chunk, steps, max_seconds):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--smoke", action="store_true", help="tiny shapes, runs in seconds")
-  p.add_argument("--layers", default="titans,ttt")
+  p.add_argument("--layers", default="titans,ttt",
+                 help="comma list of titans, ttt, omega_gd, omega_momentum, omega_muon")
   p.add_argument("--batch", type=int, default=2)
   p.add_argument("--lengths", default="1024,4096")
   p.add_argument("--chunks", default="1,8,16,64,256")

@@ -1,7 +1,7 @@
 """Associative-memory capacity of the ATLAS memories without outer training.
 
 N random key/value pairs (d_k = d_v = 8, keys and values i.i.d. N(0, 1/d)) are written into a
-memory from W = 0 by the Omega rule itself (`tnx.memory.atlas.omega`): the N pairs are
+memory from W = 0 by the Omega rule itself (`tnx.memory.chunked` with a window): the N pairs are
 repeated for `epochs` passes, the window c and chunk size b set the update:
   * c = b = N: each chunk is one full-batch GD step on all pairs (its limit is the
     min-norm least-squares fit, also computed in closed form for linear-in-W memories);
@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tnx.memory.atlas import features, omega
-from tnx.memory.atlas import memory as amem
+from tnx.memory import chunked
+from tnx.memory import model as mm
+from tnx.memory.atlas import features
 from tnx.train import config as config_lib
 from tnx.train import paths
 
@@ -57,12 +58,12 @@ def store(kind: str, poly: bool, keys, vals, *, window: int, chunk: int, epochs:
   """Writes the pairs with the Omega rule and returns the recall errors [N] (max abs)."""
   n = keys.shape[0]
   z = phi(keys, poly)
-  mcfg = amem.AtlasMemoryConfig(kind=kind, expansion=4, activation="tanh")
-  s0 = amem.init_memory(mcfg, jax.random.PRNGKey(seed), z.shape[-1], D, 1, F64)
+  mcfg = mm.MemoryModelConfig.from_kind(kind, expansion=4, activation="tanh")
+  s0 = mm.init_state(mcfg, jax.random.PRNGKey(seed), z.shape[-1], 1, F64, out_dim=D)
   if kind == "linear":
-    s0 = {"w": jnp.zeros_like(s0["w"])}
+    s0 = ({"w": jnp.zeros_like(s0[0]["w"])},)
   else:  # a small random first layer, zero read-out: M = 0 at the start
-    s0 = dict(s0, w_out=jnp.zeros_like(s0["w_out"]))
+    s0 = (s0[0], {"w": jnp.zeros_like(s0[1]["w"])})
   sq = jnp.sum(z**2, axis=-1)
   if window >= n:  # full batch: step 1 / (2 N lambda_max) per token of the chunk
     lam = float(np.linalg.eigvalsh(np.asarray(z @ z.T))[-1])
@@ -71,13 +72,13 @@ def store(kind: str, poly: bool, keys, vals, *, window: int, chunk: int, epochs:
     win = jnp.stack([jnp.roll(sq, j) for j in range(window)]).sum(0)
     eta = jnp.tile(lr_scale / (2.0 * win), epochs)
   tile = lambda x: jnp.tile(x, (epochs, 1))[None, None]
-  rule = omega.OmegaRule(window=window, optimizer=optimizer)
-  theta = None if optimizer == "gd" else jnp.zeros((1, 1, n * epochs), F64)
-  fn = jax.jit(functools.partial(omega.omega_memory, mcfg, rule, chunk_size=chunk,
+  # Momentum optimizers run with no momentum decay given: decay 0 (S_t = u_t).
+  rule = chunked.UpdateRule(window=window, optimizer=optimizer, step_placement="outside")
+  fn = jax.jit(functools.partial(chunked.chunked_memory, mcfg, chunk_size=chunk, rule=rule,
                                  remat_group=0))
-  _, carry = fn(s0, tile(z), tile(z), tile(vals), eta[None, None], theta=theta)
+  _, carry = fn(s0, tile(z), tile(z), tile(vals), eta[None, None])
   w = jax.tree.map(lambda x: x[0, 0], carry.weights)
-  return np.asarray(jnp.max(jnp.abs(amem.apply(mcfg, w, z) - vals), axis=-1))
+  return np.asarray(jnp.max(jnp.abs(mm.apply(mcfg, w, z) - vals), axis=-1))
 
 
 def lstsq_errors(poly: bool, keys, vals):
@@ -137,17 +138,18 @@ def muon_table(steps_list, seed=0):
 
 
 def store_muon(keys, vals, steps, eta):
-  mcfg = amem.AtlasMemoryConfig(kind="linear")
-  rule = omega.OmegaRule(window=D, optimizer="muon")
+  mcfg = mm.MemoryModelConfig.from_kind("linear")
+  rule = chunked.UpdateRule(window=D, optimizer="muon", step_placement="outside")
   n = keys.shape[0]
   tile = lambda x: jnp.tile(x, (steps, 1))[None, None]
   # Chunk = N and gradients summed over the window: one Muon step per chunk on its last token
   # only (eta = 0 elsewhere), theta = 0 (no momentum): W <- W - eta NS(grad L(W)).
   mask = jnp.tile(jnp.eye(n, dtype=F64)[-1], steps)
-  fn = jax.jit(functools.partial(omega.omega_memory, mcfg, rule, chunk_size=n, remat_group=0))
-  _, carry = fn({"w": jnp.zeros((1, D, D), F64)}, tile(keys), tile(keys), tile(vals),
-                (eta * mask)[None, None], theta=jnp.zeros((1, 1, n * steps), F64))
-  w = carry.weights["w"][0, 0]
+  fn = jax.jit(functools.partial(chunked.chunked_memory, mcfg, chunk_size=n, rule=rule,
+                                 remat_group=0))
+  _, carry = fn(({"w": jnp.zeros((1, D, D), F64)},), tile(keys), tile(keys), tile(vals),
+                (eta * mask)[None, None])
+  w = carry.weights[0]["w"][0, 0]
   return np.asarray(jnp.max(jnp.abs(keys @ w - vals), axis=-1))
 
 

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tnx.memory import chunked, gates
+from tnx.memory import chunked, gates, reference
 from tnx.memory import model as mm
 
 B, H, K = 2, 2, 3
+MOM = chunked.UpdateRule(optimizer="momentum")  # Titans: momentum with lr inside
 
 
 def _problem(seed, length, depth=2, ln_residual=False, momentum=False, forget=False,
@@ -38,13 +39,19 @@ def _head(tree, b, h):
   return None if tree is None else jax.tree.map(lambda x: x[b, h], tree)
 
 
+def _rule(md, retrieval="intra_chunk"):
+  """Titans' update: momentum (when its decay is given) with lr inside."""
+  return chunked.UpdateRule(optimizer="gd" if md is None else "momentum", retrieval=retrieval)
+
+
 def _reference(cfg, s0, ln, q, k, v, lr, md, fo, chunk, retrieval="intra_chunk"):
   outs, states = np.zeros(q.shape), []
   for b, h in itertools.product(range(B), range(H)):
-    o, w = chunked.sequential_reference(
+    o, w = reference.sequential_reference(
         cfg, jax.tree.map(lambda x: x[h], s0), q[b, h], k[b, h], v[b, h], lr[b, h],
-        chunk_size=chunk, log_mom_decay=_head(md, b, h), log_retention=_head(fo, b, h),
-        retrieval=retrieval, ln=None if ln is None else jax.tree.map(lambda x: x[h], ln))
+        chunk_size=chunk, rule=_rule(md, retrieval), log_mom_decay=_head(md, b, h),
+        log_retention=_head(fo, b, h),
+        ln=None if ln is None else jax.tree.map(lambda x: x[h], ln))
     outs[b, h] = o
     states.append(w)
   return outs, states
@@ -62,7 +69,8 @@ def _assert_state(carry_weights, states):
     (2, True, True, True), (3, False, True, True)])
 def test_chunk_one_equals_token_recurrence(depth, ln_residual, momentum, forget):
   p = _problem(0, 6, depth, ln_residual, momentum, forget)
-  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=1, log_mom_decay=p[7],
+  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=1, rule=_rule(p[7]),
+                                    log_mom_decay=p[7],
                                     log_retention=p[8], ln=p[2])
   ref_o, ref_w = _reference(*p, chunk=1)
   np.testing.assert_allclose(o, ref_o, rtol=1e-10, atol=1e-10)
@@ -73,8 +81,9 @@ def test_chunk_one_equals_token_recurrence(depth, ln_residual, momentum, forget)
 @pytest.mark.parametrize("retrieval", ["intra_chunk", "chunk_start"])
 def test_chunked_dual_form_equals_materialized_reference(chunk, length, retrieval):
   p = _problem(1, length, 2, True, True, True)
-  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=chunk, log_mom_decay=p[7],
-                                    log_retention=p[8], ln=p[2], retrieval=retrieval, remat_group=2)
+  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=chunk,
+                                    rule=_rule(p[7], retrieval), log_mom_decay=p[7],
+                                    log_retention=p[8], ln=p[2], remat_group=2)
   ref_o, ref_w = _reference(*p, chunk=chunk, retrieval=retrieval)
   np.testing.assert_allclose(o, ref_o, rtol=1e-10, atol=1e-10)
   _assert_state(carry.weights, ref_w)
@@ -129,12 +138,13 @@ def test_titans_decay_closed_form_and_momentum_associative_scan():
 
 def test_causality_of_primitive():
   p = _problem(3, 9, 2, True, True, True)
-  o1, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, log_mom_decay=p[7],
-                                 log_retention=p[8], ln=p[2])
+  o1, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, rule=MOM,
+                                 log_mom_decay=p[7], log_retention=p[8], ln=p[2])
   bump = lambda x: x.at[:, :, 5:].add(1.0)
   lr2 = p[6].at[:, :, 5:].mul(1.5)
   o2, _ = chunked.chunked_memory(p[0], p[1], bump(p[3]), bump(p[4]), bump(p[5]), lr2,
-                                 chunk_size=4, log_mom_decay=p[7], log_retention=p[8], ln=p[2])
+                                 chunk_size=4, rule=MOM, log_mom_decay=p[7], log_retention=p[8],
+                                 ln=p[2])
   np.testing.assert_array_equal(o1[:, :, :5], o2[:, :, :5])
   assert np.abs(o1[:, :, 5:] - o2[:, :, 5:]).max() > 1e-3
 
@@ -142,10 +152,11 @@ def test_causality_of_primitive():
 def test_padding_equals_truncated_sequence():
   p = _problem(4, 12, 2, False, True, True)
   cut = lambda x: None if x is None else x[:, :, :10]
-  o_full, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, log_mom_decay=p[7],
-                                     log_retention=p[8])
+  o_full, _ = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=4, rule=MOM,
+                                     log_mom_decay=p[7], log_retention=p[8])
   o_cut, carry = chunked.chunked_memory(p[0], p[1], *(cut(x) for x in p[3:7]), chunk_size=4,
-                                        log_mom_decay=cut(p[7]), log_retention=cut(p[8]))
+                                        rule=MOM, log_mom_decay=cut(p[7]),
+                                        log_retention=cut(p[8]))
   np.testing.assert_allclose(o_cut, o_full[:, :, :10], rtol=1e-12, atol=1e-12)
   _, ref_w = _reference(p[0], p[1], p[2], *(cut(x) for x in p[3:9]), chunk=4)
   _assert_state(carry.weights, ref_w)   # the padded tokens wrote nothing
@@ -153,12 +164,12 @@ def test_padding_equals_truncated_sequence():
 
 def test_decode_steps_equal_parallel_forward():
   p = _problem(5, 7, 2, True, True, True)
-  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=3, log_mom_decay=p[7],
-                                    log_retention=p[8], ln=p[2])
-  c = chunked.init_carry(p[1], B, momentum=True)
+  o, carry = chunked.chunked_memory(p[0], p[1], *p[3:7], chunk_size=3, rule=MOM,
+                                    log_mom_decay=p[7], log_retention=p[8], ln=p[2])
+  c = chunked.init_carry(p[1], B, MOM)
   for t in range(7):
     at = lambda x: x[:, :, t]
-    ot, c = chunked.decode_step(p[0], c, *(at(x) for x in p[3:7]), chunk_size=3,
+    ot, c = chunked.decode_step(p[0], c, *(at(x) for x in p[3:7]), chunk_size=3, rule=MOM,
                                 log_mom_decay=at(p[7]), log_retention=at(p[8]), ln=p[2])
     np.testing.assert_allclose(ot, o[:, :, t], rtol=1e-10, atol=1e-12)
   for got, want in zip(jax.tree.leaves(c), jax.tree.leaves(carry)):
@@ -169,7 +180,7 @@ def test_gradients_through_inner_loop_match_finite_differences():
   cfg, s0, ln, q, k, v, lr, md, fo = _problem(6, 6, 2, True, True, True)
 
   def objective(s, lr_):
-    o, _ = chunked.chunked_memory(cfg, s, q, k, v, lr_, chunk_size=2, log_mom_decay=md,
+    o, _ = chunked.chunked_memory(cfg, s, q, k, v, lr_, chunk_size=2, rule=MOM, log_mom_decay=md,
                                   log_retention=fo, ln=ln)
     return jnp.sum(jnp.sin(o))
 
@@ -198,11 +209,11 @@ def test_bad_arguments_raise_value_error_naming_the_argument():
   with pytest.raises(ValueError, match="lr must have shape"):
     chunked.chunked_memory(cfg, s0, q, k, v, lr[..., :2], chunk_size=2)
   with pytest.raises(ValueError, match="retrieval"):
-    chunked.chunked_memory(cfg, s0, q, k, v, lr, chunk_size=2, retrieval="later")
+    chunked.UpdateRule(retrieval="later")
   with pytest.raises(ValueError, match="log_retention"):
     chunked.chunked_memory(cfg, s0, q, k, v, lr, chunk_size=2, log_retention=lr * 0 + 0.5)
   with pytest.raises(ValueError, match="inner_loss"):
-    chunked.chunked_memory(cfg, s0, q, k, v, lr, chunk_size=2, inner_loss="cosine")
+    chunked.UpdateRule(inner_loss="cosine")
   with pytest.raises(ValueError, match="state0"):
     chunked.chunked_memory(cfg, jax.tree.map(lambda x: x[:1], s0), q, k, v, lr, chunk_size=2)
   with pytest.raises(ValueError, match="depth"):
@@ -214,7 +225,8 @@ def test_remat_grouping_leaves_gradients_unchanged():
 
   def grads(remat_group):
     def objective(s, q_):
-      o, _ = chunked.chunked_memory(cfg, s, q_, k, v, lr, chunk_size=2, log_mom_decay=md,
+      o, _ = chunked.chunked_memory(cfg, s, q_, k, v, lr, chunk_size=2, rule=MOM,
+                                    log_mom_decay=md,
                                     log_retention=fo, ln=ln, remat_group=remat_group)
       return jnp.sum(jnp.sin(o))
     return jax.jit(jax.grad(objective, argnums=(0, 1)))(s0, q)

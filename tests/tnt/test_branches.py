@@ -1,8 +1,7 @@
 """TNT memory math against slow references: per-token loops, explicit Q-K sums, shard by shard.
 
-Covers spec 7.1 items 7 (global-only reduction), 8 (reset independence), 9 (shard folding),
-11 (causality of the global chunk-start read), 13 (gradient plumbing), 14 (C' = 1 is exact
-per-token online GD).
+Covers the global-only reduction, reset independence, shard folding, causality of the global
+chunk-start read, gradient plumbing, and C_L = 1 as exact per-token online GD.
 """
 
 import dataclasses
@@ -12,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tnx.memory import chunked
+from tnx.memory import chunked, reference
 from tnx.memory import model as mm
+from tnx.memory.inputs import MemoryInputs
 from tnx.tnt import branches, qk_projection
 from tnx.tnt.config import TNTConfig
 
@@ -34,7 +34,7 @@ def _inputs(length, seed=0, lr_scale=0.1):
   q, k, v = (jax.random.normal(kk, (B, H, length, K), jnp.float64) for kk in ks[:3])
   k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
   lr = lr_scale * jax.random.uniform(ks[3], (B, H, length), jnp.float64)
-  return branches.BranchInputs(q, k, v, lr)
+  return MemoryInputs(q, k, v, lr)
 
 
 def _state(seed):
@@ -60,8 +60,9 @@ def _local_reference(cfg, state0, inp, chunk, shard):
               sum(np.outer(k[s], k[s]) / (k[s] @ k[s] + 1e-6)
                   for s in range((t // reset) * reset if reset else 0, t + 1)) @ q[t]
               for t in range(q.shape[0])])
-        o, _ = chunked.sequential_reference(cfg.memory, _head(state0, h), jnp.asarray(q), k,
-                                            inp.v[b, h, sl], inp.lr[b, h, sl], chunk_size=chunk)
+        o, _ = reference.sequential_reference(cfg.memory, _head(state0, h), jnp.asarray(q), k,
+                                              inp.v[b, h, sl], inp.lr[b, h, sl],
+                                              chunk_size=chunk)
         out[b, h, sl] = o
   return out
 
@@ -86,9 +87,9 @@ def test_global_only_matches_chunk_start_reference():
   got = branches.tnt_mix(cfg, params, [inp])
   for b in range(B):
     for h in range(H):
-      want, _ = chunked.sequential_reference(
+      want, _ = reference.sequential_reference(
           MEM, _head(v0, h), inp.q[b, h], inp.k[b, h], inp.v[b, h], inp.lr[b, h],
-          chunk_size=4, retrieval="chunk_start")
+          chunk_size=4, rule=chunked.UpdateRule(retrieval="chunk_start"))
       np.testing.assert_allclose(got[b, h], want, rtol=1e-10, atol=1e-12)
   # Causality of the chunk-start read: chunk n's output depends only on tokens < n * C_G, so
   # changing the keys/values from token 4 on leaves chunks 0 and 1 unchanged.
@@ -104,12 +105,12 @@ def test_reset_independence_and_folding():
   folded, _ = branches.local_branch(cfg, w_init, inp, chunk_size=2, shard_length=8)
   # Shard folding: every shard run alone from W_init gives identical numbers.
   for m in range(3):
-    piece = branches.BranchInputs(*(a[:, :, 8 * m: 8 * (m + 1)] for a in inp[:4]))
+    piece = MemoryInputs(*(a[:, :, 8 * m: 8 * (m + 1)] for a in inp[:4]))
     alone, _ = branches.local_branch(cfg, w_init, piece, chunk_size=2, shard_length=64)
     np.testing.assert_allclose(folded[:, :, 8 * m: 8 * (m + 1)], alone, rtol=1e-14, atol=1e-15)
   # Randomizing the other shards leaves shard 1 unchanged.
   noise = _inputs(24, seed=9)
-  mixed = branches.BranchInputs(*(
+  mixed = MemoryInputs(*(
       jnp.concatenate([n[:, :, :8], a[:, :, 8:16], n[:, :, 16:]], axis=2)
       for a, n in zip(inp[:4], noise[:4])))
   again, _ = branches.local_branch(cfg, w_init, mixed, chunk_size=2, shard_length=8)
@@ -126,7 +127,7 @@ def test_gradient_plumbing():
   inp, w_init = _inputs(24), _state(4)
 
   def shard_loss(w, qkvl, m):
-    o, _ = branches.local_branch(cfg, w, branches.BranchInputs(*qkvl), chunk_size=2,
+    o, _ = branches.local_branch(cfg, w, MemoryInputs(*qkvl), chunk_size=2,
                                  shard_length=8)
     return jnp.sum(jnp.sin(o[:, :, 8 * m: 8 * (m + 1)]))
 

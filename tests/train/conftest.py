@@ -1,5 +1,6 @@
 """Fixtures for tnx.train tests: a tiny smoke config (`smoke`), a local stand-in for gs://
-storage (`gcs`) and a TensorBoard event reader (`tb_scalars`)."""
+storage (`gcs`), a TensorBoard event reader (`tb_scalars`), and a guard that fails any test
+leaving a URL-named folder ('gs:', 'memory:', ...) in the current directory."""
 
 import contextlib
 import os
@@ -72,6 +73,22 @@ def tensorboard_scalars(tb_dir) -> dict[str, list[tuple[int, float]]]:
       for v in event.summary.value:
         out.setdefault(v.tag, []).append((event.step, v.simple_value))
   return out
+
+
+def url_named_entries(directory) -> set[str]:
+  """Entries of `directory` named like a URL scheme ('gs:', 'memory:'): what a URL handled as
+  a local path ('gs://b/x' -> './gs:/b/x') leaves behind."""
+  return {n for n in os.listdir(directory) if n.endswith(":")}
+
+
+@pytest.fixture(autouse=True)
+def no_url_named_folders():
+  cwd = os.getcwd()
+  before = url_named_entries(cwd)
+  yield
+  new = url_named_entries(cwd) - before
+  if new:
+    pytest.fail(f"the test created {sorted(new)} in {cwd}: a URL was used as a local path")
 
 
 @pytest.fixture

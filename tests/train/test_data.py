@@ -142,3 +142,49 @@ def test_binary_files_are_refused_or_skipped(tmp_path):
     stream = data.read_text_corpus("files", "train", path=str(d), suffixes=(".txt",),
                                    val_fraction=1e-9)
   assert len(stream) == 1500 + 1
+
+
+def test_empty_splits_name_the_file_the_split_and_the_fix(tmp_path):
+  import re
+  tiny = tmp_path / "tiny.txt"
+  tiny.write_text("")                        # (a non-empty file gives each split >= 1 byte)
+  with pytest.raises(ValueError, match=re.escape(
+      f"data.path='{tiny}': the validation split (its last 2% of bytes) is empty; use a longer "
+      "file or a larger data.val_fraction")):
+    data.read_text_corpus("files", "validation", path=str(tiny))
+  blobs = tmp_path / "blobs"
+  blobs.mkdir()
+  for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
+    (blobs / name).write_bytes(b"\x00\x01" * 10)
+  with pytest.warns(UserWarning, match="skipped 4 binary"), pytest.raises(
+      ValueError, match=re.escape(f"data.path='{blobs}': every file of the train split (4: "
+                                  "a.txt, b.txt, c.txt, ...) looks binary and was skipped; add "
+                                  "text files or pass --config.data.allow_binary=true")):
+    data.read_text_corpus("files", "train", path=str(blobs), suffixes=(".txt",),
+                          val_fraction=1e-9)
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  (empty / "a.txt").write_text("")
+  with pytest.raises(ValueError, match=re.escape(
+      f"data.path='{empty}': the 1 file(s) of the train split are empty; add text to them, or "
+      "change data.val_fraction")):
+    data.read_text_corpus("files", "train", path=str(empty), suffixes=(".txt",),
+                          val_fraction=1e-9)
+
+
+def test_short_validation_split_of_a_directory_names_the_fix(tmp_path):
+  """A directory's validation split holds whole files: too little of it names the directory,
+  the split and the fix (not the single-file 'last bytes' rule)."""
+  names = [f"f{i}.txt" for i in range(8)]
+  held = min(names, key=lambda n: data.stable_fraction(n))
+  for n in names:
+    (tmp_path / n).write_text("y" * (10 if n == held else 5000))
+  frac = data.stable_fraction(held) + 1e-6
+  assert all(data.stable_fraction(n) > frac for n in names if n != held)
+  cfg = _cfg(f"--config.data.path={tmp_path}", "--config.data.suffixes=.txt",
+             f"--config.data.val_fraction={frac}")
+  with pytest.raises(ValueError, match=rf"data.path='{tmp_path}': the validation split has 11 "
+                                       r"tokens, .* a larger data.val_fraction \(the validation "
+                                       r"split is whole files, chosen by a hash of their path\)"):
+    data.make_source(cfg.data, cfg.data.seq_len, 256, "validation")
+  assert len(data.make_source(cfg.data, cfg.data.seq_len, 256, "train")) > 0

@@ -5,6 +5,7 @@ detection (one process per GPU, every GPU of every node used once), the TPU pod 
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,3 +165,57 @@ def _running(pid):
   except FileNotFoundError:
     return False
   return state != "Z"
+
+
+def _fake_tools(tmp_path, system_python):
+  """A PATH with `dirname` and fake interpreters: `python3` reports `system_python` (a stock
+  TPU image's 3.10, or 3.12), `uv` installs a fake 3.11 whose `-m venv` builds a venv with a
+  recording pip. Every call is appended to calls.log."""
+  bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+  bin_dir.mkdir()
+  for tool in ("dirname", "basename"):
+    os.symlink(shutil.which(tool), bin_dir / tool)
+
+  bash, mkdir, chmod = (shutil.which(t) for t in ("bash", "mkdir", "chmod"))
+
+  def script(path, body):
+    path.write_text(f'#!{bash}\necho "$(basename "$0") $*" >> {log}\n{body}\n')
+    path.chmod(0o755)
+
+  venv_maker = (f'if [[ "$1 $2" == "-m venv" ]]; then {mkdir} -p "$3/bin"\n'
+                f'  echo "#!{bash}" > "$3/bin/python"\n'
+                f'  echo "echo worker ready: $VERSION" >> "$3/bin/python"\n'
+                f'  echo "#!{bash}" > "$3/bin/pip"\n'
+                f'  echo \'echo "pip $*" >> {log}\' >> "$3/bin/pip"\n'
+                f'  {chmod} +x "$3/bin/python" "$3/bin/pip"\nfi')
+  major, minor = system_python
+  script(bin_dir / "python3", f'VERSION={major}.{minor}\n'
+                              f'[[ "$1" == "-c" ]] && exit {int((major, minor) < (3, 11))}\n'
+                              f'{venv_maker}')
+  uv_python = tmp_path / "uv_python" / "python3.11"
+  uv_python.parent.mkdir()
+  script(uv_python, f"VERSION=3.11\n{venv_maker}")
+  script(bin_dir / "uv", f'[[ "$2" == "find" ]] && echo {uv_python}; true')
+  return bin_dir, log
+
+
+@pytest.mark.parametrize("system_python,interpreter", [((3, 10), "uv_python/python3.11"),
+                                                       ((3, 12), "bin/python3")])
+def test_run_tpu_setup_gets_python_3_11_or_newer(tmp_path, system_python, interpreter):
+  """`run_tpu.sh --setup` builds the venv with an interpreter >= 3.11: on a stock TPU image
+  (python3 = 3.10) it installs 3.11 with uv; a new enough python3 is used as it is."""
+  bin_dir, log = _fake_tools(tmp_path, system_python)
+  env = dict(PATH=str(bin_dir), HOME=str(tmp_path), TPU_WORKER_ID="0",
+             TNX_VENV=str(tmp_path / "venv"))
+  out = subprocess.run([shutil.which("bash"), str(REPO / "launch" / "run_tpu.sh"), "--setup"],
+                       env=env, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  calls = log.read_text().splitlines()
+  venv_call = f"{Path(interpreter).name} -m venv {tmp_path / 'venv'}"
+  assert venv_call in calls and (tmp_path / "venv" / "bin" / "python").exists()
+  if system_python < (3, 11):
+    assert "uv python install 3.11" in calls and "uv python find 3.11" in calls
+  else:
+    assert not any(c.startswith("uv ") for c in calls)
+  assert any(c.startswith("pip install -q -e .[tpu]") for c in calls)
+  assert out.stdout.startswith("worker ready: " + ("3.11" if system_python < (3, 11) else "3.12"))

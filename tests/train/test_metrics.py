@@ -63,3 +63,26 @@ def test_tensorboard_tags_by_kind(tmp_path, tb_scalars):
   assert tb_scalars(tmp_path / "tb") == {"train/loss": [(1, 2.0)], "train/accuracy": [(1, 0.5)],
                                          "eval/loss": [(1, 2.5)], "eval/accuracy": [(1, 0.25)]}
   assert metrics.peak_memory_bytes() is None or metrics.peak_memory_bytes() > 0
+
+
+def test_peak_memory_is_reported_where_the_backend_has_it(monkeypatch):
+  """Max of the devices' peak_bytes_in_use (GPU/TPU backends report it); absent on a backend
+  that returns no stats or raises (CPU)."""
+  class Device:
+    def __init__(self, stats):
+      self.stats = stats
+
+    def memory_stats(self):
+      if isinstance(self.stats, Exception):
+        raise self.stats
+      return self.stats
+
+  devices = [Device({"peak_bytes_in_use": 3 * 2**30, "bytes_in_use": 1}),
+             Device({"peak_bytes_in_use": 5 * 2**29}), Device(None), Device(RuntimeError("no"))]
+  monkeypatch.setattr(metrics.jax, "local_devices", lambda: devices)
+  assert metrics.peak_memory_bytes() == 3 * 2**30
+  clock = metrics.StepClock(tokens_per_step=10)
+  clock.tick(1)
+  assert clock.report()["peak_memory_gb"] == 3.0 and clock.summary()["peak_memory_gb"] == 3.0
+  monkeypatch.setattr(metrics.jax, "local_devices", lambda: devices[2:])
+  assert metrics.peak_memory_bytes() is None and "peak_memory_gb" not in clock.summary()

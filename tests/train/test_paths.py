@@ -77,3 +77,18 @@ def test_training_on_gs_workdir_writes_everything_through_epath(gcs, smoke, tb_s
   assert [s for s, _ in tags["eval/loss"]] == [4, 6]
   rows = metrics.read_jsonl(run / "metrics.jsonl")
   assert [r["changes"] for r in rows if r["kind"] == "resume"] == [{"train.steps": [4, 6]}]
+
+
+def test_unsupported_url_is_refused_before_anything_is_written(tmp_path, monkeypatch, smoke):
+  """A scheme etils.epath has no backend for (memory://, ftp://) is an error naming workdir;
+  it never becomes a local folder such as './memory:/run'."""
+  from tnx.train import config
+  monkeypatch.chdir(tmp_path)
+  for url in ("memory://bucket/run", "ftp://host/run"):
+    cfg = smoke(url)
+    with pytest.raises(ValueError, match=rf"workdir='{url}': path '{url}': the URL scheme "
+                                         r"\w+:// is not supported"):
+      config.validate(cfg)
+    with pytest.raises(ValueError, match="is not supported"):
+      trainer.train(cfg)
+  assert os.listdir(tmp_path) == []

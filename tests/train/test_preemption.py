@@ -149,3 +149,35 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path, l
                                                            "process_1-of-2.json"]
   assert [r["step"] for r in _rows(tmp_path / "run" / "metrics.jsonl")] == list(range(1, stop + 1))
 
+
+
+def test_sigterm_during_a_save_completes_it_and_stops_at_that_step(tmp_path, smoke, monkeypatch):
+  """SIGTERM arriving while the asynchronous write of checkpoint 4 is in flight: the write is
+  completed (it restores with every checksum intact), step 4 is the stop step and is not saved
+  a second time."""
+  import jax
+  from jax.sharding import SingleDeviceSharding
+
+  from tnx.train import config, optim, steps
+  cfg = smoke(tmp_path, *ARGS)
+  original, sent = Checkpointer.save, []
+
+  def save_then_signal(self, step, *args, **kwargs):
+    original(self, step, *args, **kwargs)          # returns with the write still in flight
+    sent.append(step)
+    if len(sent) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(Checkpointer, "save", save_then_signal)
+  with pytest.raises(preemption.Interrupted) as info:
+    trainer.train(cfg)
+  assert sent == [4] and info.value.step == 4 and info.value.code == 0
+  assert str(info.value).startswith("SIGTERM: stopped after step 4; checkpoint step 4 is saved")
+  abstract = jax.eval_shape(steps.init_state_fn(config.validate(cfg),
+                                                optim.make_optimizer(cfg.opt, 300), cfg.seed))
+  one = SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one), abstract)
+  ck = Checkpointer(tmp_path / "checkpoints")
+  state, meta = ck.restore(4, target)              # raises if any array differs from its sum
+  assert ck.all_steps() == [4] and meta["step"] == 4 and int(state["step"]) == 4
+  ck.close()

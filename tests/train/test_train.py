@@ -152,7 +152,7 @@ def test_sigkill_and_resume_gives_identical_losses(tmp_path):
   assert [a[s] for s in sorted(a)] == [b[s] for s in sorted(b)]  # exact
 
 
-def test_missing_and_corrupted_checkpoints_and_rates(tmp_path, smoke):
+def test_missing_and_corrupted_checkpoints_and_rates(tmp_path, smoke, light):
   with pytest.raises(CheckpointError, match="no checkpoint found"):
     trainer.train(smoke(tmp_path / "empty", "--config.train.resume=true"))
   s = trainer.train(smoke(tmp_path / "run", "--config.train.log_every=1"))
@@ -183,6 +183,19 @@ def test_missing_and_corrupted_checkpoints_and_rates(tmp_path, smoke):
                                             r"modified. The previous good checkpoint is step 4"):
     trainer.train(smoke(tmp_path / "run", "--config.train.resume=true",
                         "--config.train.log_every=1"))
+  assert {p: p.read_bytes() for p in ckpts.rglob("*") if p.is_file()} == before
+  # The command line prints that one message and nothing else (no TensorStore dump, no
+  # "Event loop is closed" from reads still in flight), and exits 1.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1",
+             XLA_FLAGS=os.environ.get("XLA_FLAGS", ""))
+  out = subprocess.run([sys.executable, "-m", "tnx.train", "--config=lm:smoke",
+                        f"--config.workdir={tmp_path / 'run'}", "--config.train.progress=false",
+                        "--config.train.plot=false", *light, "--config.train.log_every=1",
+                        "--resume"], cwd=REPO, env=env, capture_output=True, text=True)
+  assert out.returncode == 1
+  errors = [ln for ln in out.stderr.splitlines() if ln.strip()]
+  assert len(errors) == 1 and errors[0].startswith("error: checkpoint step 8 in ") and \
+      "is truncated or corrupted" in errors[0], out.stderr[-3000:]
   assert {p: p.read_bytes() for p in ckpts.rglob("*") if p.is_file()} == before
 
 

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tnx import validation
+
 
 def nonfinite_rows(arrays: Sequence[jax.Array | None], n: int) -> jax.Array:
   """[n] bool: whether row i (leading axis) of any array has a non-finite entry."""
@@ -45,14 +47,6 @@ def poison_tree(tree, flag: jax.Array):
   return jax.tree.map(lambda x: jnp.where(flag, jnp.nan, x), tree)
 
 
-def concrete(x) -> np.ndarray | None:
-  """x as a NumPy array, or None when x is traced (under jit, vmap or grad)."""
-  try:
-    return np.asarray(x)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-
-
 def first_nonfinite(flags_BxHxL: np.ndarray) -> tuple[int, int, int] | None:
   """(b, h, t) of the earliest token t flagged in any (batch row, head), or None."""
   if not flags_BxHxL.any():
@@ -79,7 +73,8 @@ def report(where: str, flags_BxHxL, inputs_bad_BxHxL) -> None:
     raise FloatingPointError(f"{where}: the inner loop first becomes non-finite at token {t} "
                              f"of head {h} (batch row {b}); {cause}")
 
-  flags, inputs_bad = concrete(flags_BxHxL), concrete(inputs_bad_BxHxL)
+  flags = validation.concrete(flags_BxHxL)
+  inputs_bad = validation.concrete(inputs_bad_BxHxL)
   if flags is not None and inputs_bad is not None:
     check(flags, inputs_bad)
   else:

@@ -39,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 
 LOG_FLOOR = -60.0
-PLACEMENTS = ("inside", "outside")
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -87,6 +86,14 @@ def _times_window(x: jax.Array, gam: jax.Array | None) -> jax.Array:
   return x if gam is None else jnp.dot(x, gam, precision=_HI)
 
 
+def momentum_coefficients(lr: jax.Array, log_mom_decay: jax.Array | None = None, *,
+                          gam: jax.Array | None = None, placement: str = "inside"
+                          ) -> tuple[jax.Array, jax.Array]:
+  """(coef_s [C, E], P [C]) of S_t = P_t S_0 + sum_e coef_s[t, e] g_e (module docstring)."""
+  db, p_vec = _momentum_decay(log_mom_decay, lr.shape[0], lr.dtype)
+  return _times_window(db * lr[None, :] if placement == "inside" else db, gam), p_vec
+
+
 def chunk_coefficients(lr: jax.Array, log_retention: jax.Array | None = None,
                        log_mom_decay: jax.Array | None = None, *, momentum: bool = False,
                        gam: jax.Array | None = None, placement: str = "inside"
@@ -104,16 +111,10 @@ def chunk_coefficients(lr: jax.Array, log_retention: jax.Array | None = None,
   da, a_vec = decay_matrix(la), jnp.exp(la)
   if not momentum:
     return Coefficients(_times_window(da * lr[None, :], gam), a_vec)
-  db, p_vec = _momentum_decay(log_mom_decay, n, lr.dtype)
-  if placement == "inside":
-    coef_s = _times_window(db * lr[None, :], gam)
-    coef = jnp.dot(da, coef_s, precision=_HI)
-    m_vec = jnp.dot(da, p_vec, precision=_HI)
-  else:
-    coef_s = _times_window(db, gam)
-    coef = jnp.dot(da * lr[None, :], coef_s, precision=_HI)
-    m_vec = jnp.dot(da * lr[None, :], p_vec, precision=_HI)
-  return Coefficients(coef, a_vec, m_vec, coef_s, p_vec)
+  coef_s, p_vec = momentum_coefficients(lr, log_mom_decay, gam=gam, placement=placement)
+  weights = da if placement == "inside" else da * lr[None, :]
+  return Coefficients(jnp.dot(weights, coef_s, precision=_HI), a_vec,
+                      jnp.dot(weights, p_vec, precision=_HI), coef_s, p_vec)
 
 
 def end_row_coefficients(lr: jax.Array, log_retention: jax.Array | None = None,
@@ -128,13 +129,8 @@ def end_row_coefficients(lr: jax.Array, log_retention: jax.Array | None = None,
   row_a, a_last = decay_row(la, last), jnp.exp(la[last])
   if not momentum:
     return Coefficients(_times_window((row_a * lr)[None], gam)[0], a_last)
-  db, p_vec = _momentum_decay(log_mom_decay, n, lr.dtype)
-  if placement == "inside":
-    coef_s = _times_window(db * lr[None, :], gam)
-    weights = row_a
-  else:
-    coef_s = _times_window(db, gam)
-    weights = row_a * lr
+  coef_s, p_vec = momentum_coefficients(lr, log_mom_decay, gam=gam, placement=placement)
+  weights = row_a if placement == "inside" else row_a * lr
   return Coefficients(jnp.dot(weights, coef_s, precision=_HI), a_last,
                       jnp.dot(weights, p_vec, precision=_HI), coef_s[last], p_vec[last])
 

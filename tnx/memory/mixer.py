@@ -220,9 +220,14 @@ class ChunkedMemory(nnx.Module):
     self.ln = (ln_variables(head_dim, num_heads, cfg.param_dtype) if cfg.memory.ln_residual
                else None)
 
+  @staticmethod
+  def _rule(cfg: Any) -> chunked.UpdateRule:
+    """Gradient descent, or Titans' momentum with lr inside (`cfg.momentum`)."""
+    return chunked.UpdateRule(optimizer="momentum" if cfg.momentum else "gd",
+                              inner_loss=cfg.inner_loss, retrieval=cfg.retrieval)
+
   def _common(self, cfg: Any) -> dict[str, Any]:
-    return dict(chunk_size=cfg.chunk_size, retrieval=cfg.retrieval, inner_loss=cfg.inner_loss,
-                ln=read_ln(self.ln, cfg.dtype))
+    return dict(chunk_size=cfg.chunk_size, rule=self._rule(cfg), ln=read_ln(self.ln, cfg.dtype))
 
   def __call__(self, cfg: Any, inputs: list[MemoryInputs], gates: Gates, *,
                with_carry: bool = False) -> tuple[jax.Array, chunked.MemoryCarry]:
@@ -233,8 +238,7 @@ class ChunkedMemory(nnx.Module):
         remat_group=cfg.remat_group, **self._common(cfg))
 
   def init_carry(self, cfg: Any, batch: int) -> chunked.MemoryCarry:
-    return chunked.init_carry(read_state(self.init_state, cfg.dtype), batch,
-                              momentum=bool(cfg.momentum))
+    return chunked.init_carry(read_state(self.init_state, cfg.dtype), batch, self._rule(cfg))
 
   def decode(self, cfg: Any, inputs: list[MemoryInputs], gates: Gates,
              carry: chunked.MemoryCarry, pos: jax.Array) -> tuple[jax.Array, Any]:

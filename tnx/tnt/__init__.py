@@ -2,7 +2,7 @@
 training (arXiv 2511.07343), built on `tnx.memory`."""
 
 from tnx.tnt.branches import (
-    BranchInputs,
+    MemoryInputs,
     MemoryParams,
     combine,
     fold_shards,
@@ -24,7 +24,7 @@ from tnx.tnt.stage2 import (
 )
 
 __all__ = [
-    "BranchInputs", "MemoryParams", "TNTConfig", "TNTMemory", "check_context_lengths",
+    "MemoryInputs", "MemoryParams", "TNTConfig", "TNTMemory", "check_context_lengths",
     "combine", "fold_shards", "freeze_nonlocal", "global_branch", "local_branch",
     "param_labels", "qk_project", "set_local_chunk_sizes", "stage2_config", "tnt_mix",
     "tnt_mix_context_parallel", "trainable_filter", "unfold_shards",

@@ -4,7 +4,7 @@ shard_mapped.
 Global branch (TNT Eq. 5, 7): the chunked primitive with chunk C_G over the whole sequence,
 never reset, read at the chunk-start state.
 
-Local branch i (TNT Eq. 6, 7 with the chunk-start base state, spec 3.2): every shard of S_L
+Local branch i (TNT Eq. 6, 7, with gradients at the chunk-start state): every shard of S_L
 tokens starts from the learned W_init[i] and runs the chunked primitive with chunk C_L[i]; its
 queries are the Q-K projected M_t q_t. Shards are independent, so full shards are folded into
 the batch axis ([B, H, L] -> [B * L/S_L, H, S_L]); a final partial shard (L % S_L tokens)
@@ -12,7 +12,7 @@ runs on its own, so its end state is exact for decoding.
 
 Output: o_t = global read + sum of local reads (or the mean / a learned weighted sum).
 
-Shapes: B batch, H heads, L length, K head dim.
+Shapes use the letters defined in `tnx.memory`.
 """
 
 from __future__ import annotations
@@ -25,20 +25,9 @@ import jax.numpy as jnp
 
 from tnx.memory import chunked
 from tnx.memory import model as mm
+from tnx.memory.inputs import MemoryInputs
 from tnx.tnt import qk_projection as qkp
 from tnx.tnt.config import TNTConfig
-
-
-class BranchInputs(NamedTuple):
-  """Inputs of one memory: q, k, v [B, H, L, K]; lr and optional log gates [B, H, L]
-  (log_mom_decay, log_retention; see `tnx.memory.chunked.chunked_memory`)."""
-
-  q: jax.Array
-  k: jax.Array
-  v: jax.Array
-  lr: jax.Array
-  log_mom_decay: jax.Array | None = None
-  log_retention: jax.Array | None = None
 
 
 class MemoryParams(NamedTuple):
@@ -74,24 +63,31 @@ def unfold_shards(x: jax.Array, batch: int) -> jax.Array:
   return x.reshape((batch, h, n * s) + x.shape[4:])
 
 
-def _slice(inp: BranchInputs, start: int, stop: int) -> BranchInputs:
+def _slice(inp: MemoryInputs, start: int, stop: int) -> MemoryInputs:
   return type(inp)(*(None if a is None else a[:, :, start:stop] for a in inp))
 
 
-def global_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs,
-                  ln: dict[str, jax.Array] | None = None, *, state_batched: bool = False,
-                  momentum0: mm.State | None = None
+def memory_rule(cfg: TNTConfig, retrieval: str = "intra_chunk") -> chunked.UpdateRule:
+  """The update of every TNT memory: gradient descent, or Titans momentum (lr inside)."""
+  return chunked.UpdateRule(optimizer="momentum" if cfg.momentum else "gd",
+                            inner_loss=cfg.inner_loss, retrieval=retrieval)
+
+
+def global_branch(cfg: TNTConfig, state0: mm.State | None, inp: MemoryInputs,
+                  ln: dict[str, jax.Array] | None = None, *,
+                  carry: chunked.MemoryCarry | None = None
                   ) -> tuple[jax.Array, chunked.MemoryCarry]:
-  """Global memory over the whole sequence. Returns (o [B, H, L, K], carry after the end).
+  """Global memory over the whole sequence from state0 (leaves [H, ...]) or from a carry
+  (leaves [B, H, ...], e.g. handed over from the previous block; state0 None). Returns
+  (o [B, H, L, K], carry after the end).
 
   With chunk-start retrieval (TNT's setting) the primitive only forms the end-of-chunk
   coefficients, O(C_G) per chunk without momentum (never the C_G x C_G matrix).
   """
   return chunked.chunked_memory(
       cfg.memory, state0, inp.q, inp.k, inp.v, inp.lr, chunk_size=cfg.global_chunk_size,
-      log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention, momentum0=momentum0,
-      retrieval=cfg.global_retrieval, inner_loss=cfg.inner_loss, ln=ln,
-      remat_group=cfg.remat_group, state_batched=state_batched)
+      rule=memory_rule(cfg, cfg.global_retrieval), log_mom_decay=inp.log_mom_decay,
+      log_retention=inp.log_retention, ln=ln, carry=carry, remat_group=cfg.remat_group)
 
 
 def project_queries(cfg: TNTConfig, q: jax.Array, k: jax.Array, chunk_size: int) -> jax.Array:
@@ -102,15 +98,15 @@ def project_queries(cfg: TNTConfig, q: jax.Array, k: jax.Array, chunk_size: int)
   return qkp.qk_project(q, k, reset_every=reset, rescale=cfg.qk_rescale)
 
 
-def _local_piece(cfg, state0, inp: BranchInputs, ln, chunk_size):
+def _local_piece(cfg, state0, inp: MemoryInputs, ln, chunk_size):
   q = project_queries(cfg, inp.q, inp.k, chunk_size)
   return chunked.chunked_memory(
-      cfg.memory, state0, q, inp.k, inp.v, inp.lr, chunk_size=chunk_size,
-      log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention, retrieval="intra_chunk",
-      inner_loss=cfg.inner_loss, ln=ln, remat_group=cfg.remat_group)
+      cfg.memory, state0, q, inp.k, inp.v, inp.lr, chunk_size=chunk_size, rule=memory_rule(cfg),
+      log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention, ln=ln,
+      remat_group=cfg.remat_group)
 
 
-def local_branch(cfg: TNTConfig, state0: mm.State, inp: BranchInputs, *, chunk_size: int,
+def local_branch(cfg: TNTConfig, state0: mm.State, inp: MemoryInputs, *, chunk_size: int,
                  shard_length: int, ln: dict[str, jax.Array] | None = None
                  ) -> tuple[jax.Array, chunked.MemoryCarry]:
   """One local memory: reset to `state0` (leaves [H, ...]) every `shard_length` tokens.
@@ -143,39 +139,29 @@ def combine(cfg: TNTConfig, reads: Sequence[jax.Array], weights: jax.Array | Non
   return total / len(reads) if cfg.combine == "mean" else total
 
 
-GlobalFn = Callable[[TNTConfig, mm.State, BranchInputs, Any], tuple[jax.Array, Any]]
+GlobalFn = Callable[[TNTConfig, mm.State, MemoryInputs, Any], tuple[jax.Array, Any]]
 
 
 def _default_global(cfg, state0, inp, ln):
   return global_branch(cfg, state0, inp, ln)
 
 
-def tnt_mix(cfg: TNTConfig, params: MemoryParams, inputs: Sequence[BranchInputs], *,
+def tnt_mix(cfg: TNTConfig, params: MemoryParams, inputs: Sequence[MemoryInputs], *,
             global_fn: GlobalFn = _default_global, return_carries: bool = False) -> Any:
   """All TNT memories and their combination.
 
   Args:
     cfg: configuration (chunk sizes, shard lengths, projection, combination).
     params: outer parameters (see MemoryParams).
-    inputs: one BranchInputs per memory, the global one first (when cfg.use_global).
+    inputs: one MemoryInputs per memory, the global one first (when cfg.use_global).
     global_fn: how the global chain is computed (replaced under context parallelism).
     return_carries: also return (global carry, local carries) for decoding.
   Returns:
     o [B, H, L, K], or (o, (global_carry | None, [local carries])).
   """
   if len(inputs) != cfg.num_memories:
-    raise ValueError(f"inputs must hold {cfg.num_memories} BranchInputs (global first), got "
+    raise ValueError(f"inputs must hold {cfg.num_memories} MemoryInputs (global first), got "
                      f"{len(inputs)}")
-  if len(params.local_inits) != cfg.num_locals:
-    raise ValueError(f"params.local_inits must hold one state per local memory "
-                     f"({cfg.num_locals}, local_chunk_sizes={cfg.local_chunk_sizes}), got "
-                     f"{len(params.local_inits)}")
-  if len(params.lns) != cfg.num_memories:
-    raise ValueError(f"params.lns must hold one entry per memory ({cfg.num_memories}), got "
-                     f"{len(params.lns)}")
-  if (params.global_init is None) == cfg.use_global:
-    raise ValueError(f"params.global_init must be {'given' if cfg.use_global else 'None'} "
-                     f"with use_global={cfg.use_global}")
   if len(params.local_inits) != cfg.num_locals:
     raise ValueError(f"params.local_inits must hold one state per local memory "
                      f"({cfg.num_locals}, local_chunk_sizes={cfg.local_chunk_sizes}), got "

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from tnx import sharding
+from tnx.memory import chunked
+from tnx.memory.inputs import MemoryInputs
 from tnx.tnt import branches
 from tnx.tnt.config import TNTConfig, check_context_lengths
 
@@ -64,38 +66,39 @@ def _allgather_global(axis: str):
 
 def _ring_global(axis: str, num_devices: int):
   def run(cfg, state0, inp, ln):
-    batch = inp.q.shape[0]
     idx = lax.axis_index(axis)
-    # The added zero carries the inputs' varying type, as the scan carry must (check_vma).
+    # The added zero gives the carry the inputs' varying type, as the scan carry must
+    # (check_vma).
     zero = jnp.zeros_like(inp.q[0, 0, 0, 0])
-    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape) + zero, state0)
-    mom0 = jax.tree.map(jnp.zeros_like, start) if inp.log_mom_decay is not None else None
+    start = jax.tree.map(lambda x: x + zero.astype(x.dtype),
+                         chunked.init_carry(state0, inp.q.shape[0], branches.memory_rule(cfg)))
     perm = [(i, (i + 1) % num_devices) for i in range(num_devices)]
 
-    def block_run(state, mom):
-      return branches.global_branch(cfg, state, inp, ln, state_batched=True, momentum0=mom)
+    def block_run(carry):
+      return branches.global_branch(cfg, None, inp, ln, carry=carry)
 
     def round_(carry, _):
-      state, mom = carry
-      _, end = block_run(state, mom)
+      _, end = block_run(carry)
       recv = lax.ppermute((end.weights, end.momentum), axis, perm)
       first = idx == 0  # device 0 always starts from V_0
       pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(first, x, y), a, b)
-      return (pick(start, recv[0]), pick(mom0, recv[1])), None
+      state = pick(start.weights, recv[0])
+      return carry._replace(anchor=state, weights=state,
+                            momentum=pick(start.momentum, recv[1])), None
 
-    (state, mom), _ = lax.scan(round_, (start, mom0), None, length=num_devices - 1)
-    return block_run(state, mom)[0], None
+    carry, _ = lax.scan(round_, start, None, length=num_devices - 1)
+    return block_run(carry)[0], None
   return run
 
 
 def tnt_mix_context_parallel(cfg: TNTConfig, params: branches.MemoryParams,
-                             inputs: Sequence[branches.BranchInputs], mesh: Any) -> jax.Array:
+                             inputs: Sequence[MemoryInputs], mesh: Any) -> jax.Array:
   """`branches.tnt_mix` with the sequence sharded over `cfg.context_axis` of `mesh`.
 
   Args:
     cfg: TNT configuration (`global_cp` picks the global strategy).
     params: replicated outer parameters.
-    inputs: per-memory BranchInputs with global shapes [B, H, L, K] / [B, H, L].
+    inputs: per-memory MemoryInputs with global shapes [B, H, L, K] / [B, H, L].
     mesh: a Mesh or AbstractMesh containing `cfg.context_axis`.
   Returns:
     o [B, H, L, K], sharded like the inputs.

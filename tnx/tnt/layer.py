@@ -104,7 +104,7 @@ class TNTMemories(nnx.Module):
 
   def init_carry(self, cfg: TNTConfig, batch: int) -> dict[str, Any]:
     prm = self.params(cfg)
-    carry = lambda s: chunked.init_carry(s, batch, momentum=bool(cfg.momentum))
+    carry = lambda s: chunked.init_carry(s, batch, branches.memory_rule(cfg))
     k = self.head_dim
     qk = [(jnp.zeros((batch, self.num_heads, k, k), cfg.dtype), jnp.zeros((batch,), jnp.int32))
           for _ in range(cfg.num_locals)]
@@ -123,15 +123,14 @@ class TNTMemories(nnx.Module):
       g = inputs[0]
       o, g_carry = chunked.decode_step(
           cfg.memory, carry["global"], g.q, g.k, g.v, g.lr, chunk_size=cfg.global_chunk_size,
-          log_mom_decay=g.log_mom_decay, log_retention=g.log_retention,
-          retrieval=cfg.global_retrieval,
-          inner_loss=cfg.inner_loss, ln=prm.lns[0])
+          rule=branches.memory_rule(cfg, cfg.global_retrieval), log_mom_decay=g.log_mom_decay,
+          log_retention=g.log_retention, ln=prm.lns[0])
       reads.append(o)
     for i, (c, s) in enumerate(zip(cfg.local_chunk_sizes, cfg.shard_lengths)):
       j = int(cfg.use_global) + i
       inp = inputs[j]
       reset = pos_B % s == 0
-      fresh = chunked.init_carry(prm.local_inits[i], batch, momentum=bool(cfg.momentum))
+      fresh = chunked.init_carry(prm.local_inits[i], batch, branches.memory_rule(cfg))
       local = _where_batch(reset, fresh, carry["local"][i])
       q = inp.q
       m, count = carry["qk"][i]
@@ -140,8 +139,8 @@ class TNTMemories(nnx.Module):
         q, m, count = qkp.qk_decode(m, count, inp.q, inp.k, reset_qk, rescale=cfg.qk_rescale)
       o, local = chunked.decode_step(
           cfg.memory, local, q, inp.k, inp.v, inp.lr, chunk_size=c,
-          log_mom_decay=inp.log_mom_decay, log_retention=inp.log_retention,
-          retrieval="intra_chunk", inner_loss=cfg.inner_loss, ln=prm.lns[j])
+          rule=branches.memory_rule(cfg), log_mom_decay=inp.log_mom_decay,
+          log_retention=inp.log_retention, ln=prm.lns[j])
       reads.append(o)
       l_carries.append(local)
       qk.append((m, count))

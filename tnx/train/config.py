@@ -76,6 +76,10 @@ def validate(cfg: mlc.ConfigDict) -> LMConfig:
   """Checks a full training config at start-up; returns the typed model config."""
   lm = lm_config(cfg.model)
   d, t, o = cfg.data, cfg.train, cfg.opt
+  try:  # an unsupported URL fails here, before anything is written (never './memory:/...')
+    paths.path(cfg.workdir)
+  except ValueError as e:
+    raise ValueError(f"workdir={cfg.workdir!r}: {e}") from None
   seq_len = validation.positive_int("data.seq_len", d.seq_len)
   batch = validation.positive_int("data.global_batch", d.global_batch)
   validation.one_of("data.source", d.source, ("stdlib", "files", "mqar", "needle"))

@@ -119,7 +119,7 @@ def read_text_corpus(source: str, split: str, *, path: str = "", val_fraction: f
                        "byte-level LMs on text; pass --config.data.allow_binary=true to train "
                        "on it anyway")
     cut = int(len(data) * (1 - val_fraction))
-    docs = [data[:cut] if split == "train" else data[cut:]]
+    docs, skipped = [data[:cut] if split == "train" else data[cut:]], []
   else:
     files = list_files(root, suffixes)
     if not files:
@@ -147,9 +147,9 @@ def read_text_corpus(source: str, split: str, *, path: str = "", val_fraction: f
       warnings.warn(f"data.path={str(root)!r}, {split} split: skipped {len(skipped)} binary "
                     f"file(s) ({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}); "
                     "pass --config.data.allow_binary=true to include them", stacklevel=2)
-  if not docs or not any(docs):
-    raise ValueError(f"no text found for source={source!r} path={str(root)!r} split={split!r}"
-                     "; point data.path at text files")
+  if not any(docs):
+    raise ValueError(_empty_split_message(source, str(root), split, root.is_dir(), skipped,
+                                          len(docs), val_fraction))
   parts, total = [], 0
   for d in docs:
     ids = tokenizer.encode(d)
@@ -159,6 +159,24 @@ def read_text_corpus(source: str, split: str, *, path: str = "", val_fraction: f
       break
   stream = np.concatenate(parts).astype(np.int32)
   return stream[:max_bytes] if max_bytes else stream
+
+
+def _empty_split_message(source: str, where: str, split: str, is_dir: bool,
+                         skipped: list[str], n_files: int, val_fraction: float) -> str:
+  """Why the `split` of a text source holds no bytes, naming the path, the split and the fix."""
+  head = f"data.path={where!r}" if source == "files" else f"the {source} corpus ({where})"
+  if skipped and n_files == 0:
+    return (f"{head}: every file of the {split} split ({len(skipped)}: "
+            f"{', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}) looks binary and "
+            "was skipped; add text files or pass --config.data.allow_binary=true")
+  if not is_dir:
+    part = (f"its last {100 * val_fraction:g}% of bytes" if split == "validation" else
+            f"its first {100 * (1 - val_fraction):g}% of bytes")
+    return (f"{head}: the {split} split ({part}) is empty; use a longer file"
+            + (" or a larger data.val_fraction" if split == "validation" else
+               " or a smaller data.val_fraction"))
+  return (f"{head}: the {n_files} file(s) of the {split} split are empty; add text to them, "
+          "or change data.val_fraction (which whole files are held out) or data.suffixes")
 
 
 class PackedWindows:
@@ -254,7 +272,9 @@ def make_source(data: Any, seq_len: int, vocab_size: int, split: str) -> Any:
                               allow_binary=bool(data.get("allow_binary", False)))
     if len(stream) < seq_len + 1:
       where = f"data.path={data.path!r}" if source == "files" else "the stdlib corpus"
-      fix = ("a larger data.val_fraction (the validation split is its last bytes), "
+      single = source == "files" and not paths.path(data.path).is_dir()
+      held_out = "its last bytes" if single else "whole files, chosen by a hash of their path"
+      fix = (f"a larger data.val_fraction (the validation split is {held_out}), "
              if split == "validation" else "")
       raise ValueError(
           f"{where}: the {split} split has {len(stream)} tokens, fewer than data.seq_len + 1 "

@@ -1,4 +1,5 @@
-"""Feature maps, kernel-trick models and Newton-Schulz against closed forms (float64)."""
+"""Feature maps and kernel-trick models against closed forms and the memory primitive
+(float64)."""
 
 import functools
 import math
@@ -8,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tnx.memory.atlas import features, inner_optim, kernel, omega
-from tnx.memory.atlas import memory as amem
+from tnx.memory import chunked
+from tnx.memory import model as mm
+from tnx.memory.atlas import features, kernel
 
 F64 = jnp.float64
 
@@ -51,20 +53,21 @@ def test_identity_gating_recovers_plain_keys():
   """a = (0, 1, 0): the polynomial memory equals the phi-free memory end to end."""
   q, k, v, key = _qkv(1, d=3, vdim=3)
   eta = jnp.full((1, 1, 10), 0.2, F64)
-  mcfg = amem.AtlasMemoryConfig(kind="mlp", expansion=2)
-  rule = omega.OmegaRule(window=2)
+  mcfg = mm.MemoryModelConfig.from_kind("mlp", expansion=2)
+  rule = chunked.UpdateRule(window=2)
   a = jnp.asarray([0.0, 1.0, 0.0], F64)
   phi = lambda x, side: features.poly_features(x, a, side=side)
-  big = amem.init_memory(mcfg, key, 13, 3, 1, F64)   # 1 + 3 + 9 features
-  small = dict(big, w_in=big["w_in"][:, 1:4])
-  run = lambda s, zq, zk: omega.omega_memory(mcfg, rule, s, zq, zk, v, eta, chunk_size=4)[0]
+  big = mm.init_state(mcfg, key, 13, 1, F64, out_dim=3)   # 1 + 3 + 9 features
+  small = ({"w": big[0]["w"][:, 1:4]}, big[1])
+  run = lambda s, zq, zk: chunked.chunked_memory(mcfg, s, zq, zk, v, eta, chunk_size=4,
+                                                 rule=rule)[0]
   np.testing.assert_allclose(run(big, phi(q, "query"), phi(k, "key")), run(small, q, k),
                              atol=1e-13)
 
 
 def test_deep_transformer_is_unnormalized_attention_and_taylor_limit():
   q, k, v, _ = _qkv(2)
-  rule = omega.OmegaRule(window=1, inner_loss="dot")
+  rule = chunked.UpdateRule(window=1, inner_loss="dot")
   ones = jnp.ones((1, 1, 10), F64)
   exact = kernel.kernel_memory(rule, q, k, v, ones, chunk_size=4)
   attn = jnp.einsum("ls,sv->lv", jnp.tril(jnp.exp(q[0, 0] @ k[0, 0].T)), v[0, 0])
@@ -73,9 +76,9 @@ def test_deep_transformer_is_unnormalized_attention_and_taylor_limit():
   for p in range(1, 5):   # truncated phi*: a_i = 1/i!, linear memory from 0
     a = features.taylor_coefficients(p, F64)
     zq, zk = (features.poly_features(x, a, side=s) for x, s in ((q, "query"), (k, "key")))
-    s0 = {"w": jnp.zeros((1, zq.shape[-1], 3), F64)}
-    o, _ = omega.omega_memory(amem.AtlasMemoryConfig(kind="linear"), rule, s0, zq, zk, v,
-                              ones, chunk_size=4)
+    s0 = ({"w": jnp.zeros((1, zq.shape[-1], 3), F64)},)
+    o, _ = chunked.chunked_memory(mm.MemoryModelConfig.from_kind("linear"), s0, zq, zk, v,
+                                  ones, chunk_size=4, rule=rule)
     errs.append(float(jnp.max(jnp.abs(o[0, 0] - attn)) / jnp.max(jnp.abs(attn))))
   assert all(e2 < e1 for e1, e2 in zip(errs, errs[1:])) and errs[-1] < 1e-2, errs
 
@@ -85,7 +88,7 @@ def test_dot_window_one_is_triangular_solve():
   y = (exp(Q K^T) o causal) U with L[t, j] = exp(k_j . k_t) [j < t]."""
   q, k, v, _ = _qkv(3)
   eta = jax.random.uniform(jax.random.PRNGKey(9), (1, 1, 10), F64, 0.1, 0.5)
-  rule = omega.OmegaRule(window=1, inner_loss="half_squared_l2")
+  rule = chunked.UpdateRule(window=1, inner_loss="half_squared_l2")
   out = kernel.kernel_memory(rule, q, k, v, eta, chunk_size=1)
   kk = jnp.exp(k[0, 0] @ k[0, 0].T)
   lower = jnp.tril(kk, -1)
@@ -100,50 +103,17 @@ def test_kernel_path_equals_feature_path():
   q, k, v, key = _qkv(4, length=11, d=3)
   ks = jax.random.split(key, 4)
   u = lambda i, lo, hi, s=(): jax.random.uniform(ks[i], (1, 1, 11) + s, F64, lo, hi)
-  gates = dict(alpha=u(0, 0.8, 1.0), theta=u(1, 0.0, 0.9), gamma=u(2, 0.0, 1.0, (3,)))
+  gates = dict(log_retention=jnp.log(u(0, 0.8, 1.0)), log_mom_decay=jnp.log(u(1, 0.0, 0.9)),
+               window_gate=u(2, 0.0, 1.0, (3,)))
   eta = u(3, 0.05, 0.3)
   a = jnp.asarray([0.7, 1.0, 0.5], F64)
-  rule = omega.OmegaRule(window=3, optimizer="momentum")
+  rule = chunked.UpdateRule(window=3, optimizer="momentum", step_placement="outside")
   zq, zk = features.poly_features(q, a, side="query"), features.poly_features(k, a, side="key")
-  s0 = {"w": jnp.zeros((1, zq.shape[-1], 3), F64)}
-  o, _ = omega.omega_memory(amem.AtlasMemoryConfig(kind="linear"), rule, s0, zq, zk, v, eta,
-                            chunk_size=4, **gates)
+  s0 = ({"w": jnp.zeros((1, zq.shape[-1], 3), F64)},)
+  o, _ = chunked.chunked_memory(mm.MemoryModelConfig.from_kind("linear"), s0, zq, zk, v, eta,
+                                chunk_size=4, rule=rule, **gates)
   ok = kernel.kernel_memory(rule, q, k, v, eta, chunk_size=4,
                             kernel=functools.partial(features.poly_kernel, coeffs=a), **gates)
   np.testing.assert_allclose(o, ok, atol=1e-12)
   with pytest.raises(ValueError, match="muon"):
-    kernel.kernel_memory(omega.OmegaRule(optimizer="muon"), q, k, v, eta, chunk_size=4)
-
-
-def test_newton_schulz_properties():
-  g = jax.random.normal(jax.random.PRNGKey(0), (3, 32, 32), F64)
-  polar = inner_optim.polar_factor(g)
-  cubic = inner_optim.newton_schulz(g, 30, inner_optim.CUBIC)
-  # (a) cubic converges to the polar factor U V^T.
-  np.testing.assert_allclose(cubic, polar, atol=1e-6)
-  # (b) quintic NS-5 on well-conditioned Gaussian 64x256: singular values in the measured
-  # band [0.68, 1.14] (docs/atlas.md), never exactly 1; square Gaussians (condition ~1e3)
-  # keep small directions (min ~0.02 after 5 steps) and need ~10 steps.
-  g64 = jax.random.normal(jax.random.PRNGKey(1), (4, 64, 256), F64)
-  sv = jnp.linalg.svd(inner_optim.newton_schulz(g64), compute_uv=False)
-  assert 0.67 < float(sv.min()) < 0.7 and 1.0 < float(sv.max()) < 1.2
-  sq = jax.random.normal(jax.random.PRNGKey(1), (4, 64, 64), F64)
-  sv10 = jnp.linalg.svd(inner_optim.newton_schulz(sq, 10), compute_uv=False)
-  assert 0.67 < float(sv10.min()) and float(sv10.max()) < 1.2
-  # (c) singular vectors preserved: U^T NS(G) V is diagonal.
-  u, _, vt = jnp.linalg.svd(g[0])
-  core = u.T @ inner_optim.newton_schulz(g[0]) @ vt.T
-  off = core - jnp.diag(jnp.diag(core))
-  assert float(jnp.max(jnp.abs(off))) < 1e-9
-  ns = inner_optim.newton_schulz(g)
-  # (d) odd, (e) scale invariant, (f) transpose symmetric, (g) batched == loop, zero -> zero.
-  np.testing.assert_allclose(inner_optim.newton_schulz(-g), -ns, atol=1e-14)
-  for s in (1e-6, 1e6):
-    np.testing.assert_allclose(inner_optim.newton_schulz(s * g), ns, atol=1e-10)
-  tall = jax.random.normal(jax.random.PRNGKey(2), (12, 5), F64)
-  np.testing.assert_allclose(inner_optim.newton_schulz(tall.T),
-                             inner_optim.newton_schulz(tall).T, atol=1e-14)
-  np.testing.assert_allclose(ns[1], inner_optim.newton_schulz(g[1]), atol=1e-14)
-  assert not np.any(np.asarray(inner_optim.newton_schulz(jnp.zeros((4, 4), F64))))
-  with pytest.raises(ValueError, match="g must"):
-    inner_optim.newton_schulz(jnp.ones(3))
+    kernel.kernel_memory(chunked.UpdateRule(optimizer="muon"), q, k, v, eta, chunk_size=4)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tnx.memory.atlas import AtlasConfig, AtlasMemoryConfig, AtlasMixer
+from tnx.memory import model as mm
+from tnx.memory.atlas import AtlasConfig, AtlasMixer
 
 F64 = jnp.float64
 
@@ -56,8 +57,8 @@ def test_outer_gradients_reach_every_parameter_group():
   loss = lambda p: jnp.sum(nnx.merge(graph, p, rest)(X) ** 2)
   grads = jax.jit(jax.grad(loss))(params)
   flat = dict(nnx.to_flat_state(grads))
-  for path in [("memory", "poly_coeffs"), ("memory", "init_state", "w_in"),
-               ("memory", "init_state", "w_out"), ("project", "gate_proj", "kernel"),
+  for path in [("memory", "poly_coeffs"), ("memory", "init_state", 0, "w"),
+               ("memory", "init_state", 1, "w"), ("project", "gate_proj", "kernel"),
                ("project", "k_proj", "kernel")]:
     g = np.asarray(flat[path][...])
     assert np.all(np.isfinite(g)) and np.max(np.abs(g)) > 0, path
@@ -80,7 +81,7 @@ def test_memory_updates_matter_and_chunk_size_is_config_only():
 
 def test_exact_kernel_mode_and_config_errors():
   m = _mixer(variant="deep_transformer", feature_map="exp",
-             memory=AtlasMemoryConfig(kind="linear"))
+             memory=mm.MemoryModelConfig.from_kind("linear"))
   assert m(X).shape == X.shape
   with pytest.raises(ValueError, match="feature_map='exp'"):
     m.init_cache(2)

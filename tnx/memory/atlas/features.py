@@ -7,7 +7,7 @@ initialized to 1/i!): the features of degree i are scaled so that
 
 Key-side blocks carry sign(a_i) sqrt|a_i|, query-side blocks sqrt|a_i| (so negative a_i are
 allowed and, for a_i >= 0, both sides use the same map). Modes:
-  * "kron":   block i = vec(x^{(x)i}), dimension sum_i d^i (the spec's reference definition);
+  * "kron":   block i = vec(x^{(x)i}), dimension sum_i d^i (the reference definition);
   * "sym":    block i = sqrt(i!/beta!) x^beta over monomials |beta| = i, dimension C(d+p, p)
               (same kernel, no repeated monomials);
   * "sketch": block 1 = x, block i >= 2 = prod_{j<=i} (x R_ij) / sqrt(m) with fixed Gaussian

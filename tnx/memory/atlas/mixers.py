@@ -8,9 +8,10 @@ when `momentum`, i.e. for the momentum and Muon optimizers), gamma (window gates
 window-owned, or 1 per token, token-owned; `gamma_mode`); features z = phi(q), phi(k)
 (identity, polynomial with learnable Taylor coefficients, the truncated exponential map, or
 the exact exponential kernel); the memory (linear, MLP, gated MLP) with residual through the
-raw key/query; the Omega rule (`omega.omega_memory`); the read is RMS-normalized per head,
-gated by sigmoid(x W_g) and projected back. The MAG/MAL hybrids with sliding-window attention
-are the Titans layouts (`tnx.models.titans_layouts`, mixer names `atlas_mag` / `atlas_mal`).
+raw key/query; the Omega rule (`tnx.memory.chunked.chunked_memory` with a window); the read
+is RMS-normalized per head, gated by sigmoid(x W_g) and projected back. The MAG/MAL hybrids
+with sliding-window attention are the Titans layouts (`tnx.models.titans_layouts`, mixer
+names `atlas_mag` / `atlas_mal`).
 
 Variant defaults (every entry is a config field that overrides it when not None):
 
@@ -35,14 +36,21 @@ import dataclasses
 from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from tnx import validation
-from tnx.memory.atlas import features, inner_optim, kernel, omega
-from tnx.memory.atlas import memory as amem
+from tnx.memory import chunked, inner_optim
+from tnx.memory import model as mm
+from tnx.memory.atlas import features, kernel
 from tnx.memory.inputs import MemoryInputs
-from tnx.memory.mixer import MemoryMixer, Projection, ReadOut, family_heads
+from tnx.memory.mixer import (
+    MemoryMixer,
+    Projection,
+    ReadOut,
+    family_heads,
+    read_state,
+    state_variables,
+)
 from tnx.memory.mixer_config import MemoryLayerConfig
 
 _L2, _DOT = "squared_l2", "dot"
@@ -83,8 +91,8 @@ class AtlasConfig(MemoryLayerConfig):
     feature_map: identity | poly | exp_taylor | exp.  poly_degree: p (poly and exp_taylor).
     poly_mode: kron | sym | sketch.  sketch_dim: m per sketched degree.
     learn_poly_coeffs: Taylor coefficients a_i are outer parameters (poly only).
-    memory: the memory network (`AtlasMemoryConfig`: linear | mlp | gated_mlp, expansion,
-      activation, init scale); None: the variant's kind with expansion 4, GELU.
+    memory: the memory network (`MemoryModelConfig.from_kind`: linear | mlp | gated_mlp,
+      expansion, activation, init scale); None: the variant's kind with expansion 4, GELU.
     residual: M(x) = x + f(phi(x)) (None: on for deep memories, Eq. 42-43).
     optimizer: gd | momentum | muon; step_placement: outside (Eq. 32) | inside (Titans).
     ns_steps / ns_coeffs: Newton-Schulz steps and quintic coefficients (muon).
@@ -94,7 +102,7 @@ class AtlasConfig(MemoryLayerConfig):
       at eta ~ 0.12 lr_max, alpha ~ 0.993, theta ~ 0.9, gamma ~ 0.95.
   """
 
-  INNER_LOSSES: ClassVar[tuple[str, ...]] = tuple(amem.LOSSES)
+  INNER_LOSSES: ClassVar[tuple[str, ...]] = tuple(mm.INNER_LOSSES)
 
   variant: str = "atlas"
   chunk_size: int = 16
@@ -107,7 +115,7 @@ class AtlasConfig(MemoryLayerConfig):
   poly_mode: str = "kron"
   sketch_dim: int = 64
   learn_poly_coeffs: bool = True
-  memory: amem.AtlasMemoryConfig | None = None
+  memory: mm.MemoryModelConfig | None = None
   residual: bool | None = None
   optimizer: str | None = None
   step_placement: str = "outside"
@@ -128,9 +136,9 @@ class AtlasConfig(MemoryLayerConfig):
     for name in ("inner_loss", "feature_map", "optimizer", "forget"):
       resolve(name, defaults[name])
     resolve("omega_window", defaults.get("omega_window", self.default_window))
-    resolve("memory", amem.AtlasMemoryConfig(kind=defaults["memory"]))
-    if not isinstance(self.memory, amem.AtlasMemoryConfig):
-      raise ValueError(f"memory must be an AtlasMemoryConfig, got {self.memory!r}")
+    resolve("memory", mm.MemoryModelConfig.from_kind(defaults["memory"]))
+    if not isinstance(self.memory, mm.MemoryModelConfig):
+      raise ValueError(f"memory must be a MemoryModelConfig, got {self.memory!r}")
     resolve("residual", self.memory.kind != "linear")
     validation.one_of("optimizer", self.optimizer, inner_optim.OPTIMIZERS)
     implied = self.optimizer != "gd"
@@ -151,18 +159,19 @@ class AtlasConfig(MemoryLayerConfig):
       raise ValueError("feature_map='exp' (exact exponential kernel) needs memory='linear', "
                        f"got memory={self.memory.kind!r}")
 
-  def rule(self) -> omega.OmegaRule:
-    return omega.OmegaRule(window=self.omega_window, optimizer=self.optimizer,
-                           step_placement=self.step_placement, ns_steps=self.ns_steps,
-                           ns_coeffs=tuple(self.ns_coeffs), inner_loss=self.inner_loss)
+  def rule(self) -> chunked.UpdateRule:
+    return chunked.UpdateRule(window=self.omega_window, optimizer=self.optimizer,
+                              step_placement=self.step_placement, ns_steps=self.ns_steps,
+                              ns_coeffs=tuple(self.ns_coeffs), inner_loss=self.inner_loss)
 
-  def memory_config(self) -> amem.AtlasMemoryConfig:
+  def memory_config(self) -> mm.MemoryModelConfig:
     return self.memory
 
 
 class OmegaMemory(nnx.Module):
   """The Omega-rule memory of one ATLAS mixer: feature maps (Taylor coefficients, sketch
-  matrices), the learned initial state, forward / decode through `omega` (or `kernel`)."""
+  matrices), the learned initial state, forward / decode through the memory primitive
+  (`tnx.memory.chunked`, or `kernel` for the exact exponential kernel)."""
 
   def __init__(self, cfg: AtlasConfig, num_heads: int, head_dim: int, *, rngs: nnx.Rngs):
     pd, p = cfg.param_dtype, cfg.poly_degree
@@ -173,12 +182,12 @@ class OmegaMemory(nnx.Module):
                                                         cfg.sketch_dim, pd))
     self.feat_dim = (head_dim if cfg.feature_map in ("identity", "exp") else
                      features.feature_dim(head_dim, p, cfg.poly_mode, cfg.sketch_dim))
-    state = amem.init_memory(cfg.memory, rngs.params(), self.feat_dim, head_dim, num_heads, pd)
-    kind = nnx.Param if cfg.learn_init else nnx.Variable
-    self.init_state = nnx.Dict({n: kind(x) for n, x in state.items()})
+    state = mm.init_state(cfg.memory, rngs.params(), self.feat_dim, num_heads, pd,
+                          out_dim=head_dim)
+    self.init_state = state_variables(state, cfg.learn_init)
 
-  def state0(self, cfg: AtlasConfig) -> amem.Params:
-    return {n: x[...].astype(cfg.dtype) for n, x in self.init_state.items()}
+  def state0(self, cfg: AtlasConfig) -> mm.State:
+    return read_state(self.init_state, cfg.dtype)
 
   def _features(self, cfg: AtlasConfig, x_BxHxLxK: jax.Array, side: str) -> jax.Array:
     if cfg.feature_map in ("identity", "exp"):
@@ -194,9 +203,9 @@ class OmegaMemory(nnx.Module):
     the same loss of f(z) against v - k) and the Omega gates."""
     residual = cfg.residual and cfg.inner_loss != "dot"
     gamma = gates["gamma"][..., 0] if cfg.gamma_mode == "token" else gates["gamma"]
-    exp = lambda a: None if a is None else jnp.exp(a)  # the Omega rule takes the gates
     return (inp.v - inp.k if residual else inp.v), dict(
-        eta=inp.lr, alpha=exp(inp.log_retention), theta=exp(inp.log_mom_decay), gamma=gamma)
+        lr=inp.lr, log_retention=inp.log_retention, log_mom_decay=inp.log_mom_decay,
+        window_gate=gamma)
 
   def __call__(self, cfg: AtlasConfig, inputs: list[MemoryInputs], gates: dict, *,
                with_carry: bool = False) -> tuple[jax.Array, Any]:
@@ -209,25 +218,25 @@ class OmegaMemory(nnx.Module):
                                **rule_gates)
       carry = None
     else:
-      o, carry = omega.omega_memory(
-          cfg.memory, cfg.rule(), self.state0(cfg), self._features(cfg, inp.q, "query"),
-          self._features(cfg, inp.k, "key"), targets, chunk_size=cfg.chunk_size,
+      o, carry = chunked.chunked_memory(
+          cfg.memory, self.state0(cfg), inp.q, inp.k, targets, chunk_size=cfg.chunk_size,
+          rule=cfg.rule(), feature_map=lambda x, side: self._features(cfg, x, side),
           remat_group=cfg.remat_group, **rule_gates)
     return (inp.q + o if cfg.residual else o), carry
 
-  def init_carry(self, cfg: AtlasConfig, batch: int) -> omega.OmegaCarry:
+  def init_carry(self, cfg: AtlasConfig, batch: int) -> chunked.MemoryCarry:
     if cfg.feature_map == "exp":
       raise ValueError(NO_DECODE)
-    return omega.init_carry(self.state0(cfg), batch, cfg.rule(), self.feat_dim, cfg.dtype)
+    return chunked.init_carry(self.state0(cfg), batch, cfg.rule())
 
   def decode(self, cfg: AtlasConfig, inputs: list[MemoryInputs], gates: dict,
-             carry: omega.OmegaCarry, pos: jax.Array) -> tuple[jax.Array, omega.OmegaCarry]:
+             carry: chunked.MemoryCarry, pos: jax.Array
+             ) -> tuple[jax.Array, chunked.MemoryCarry]:
     (inp,) = inputs
     targets, rule_gates = self._rule_inputs(cfg, inp, gates)
-    feat = lambda x, side: self._features(cfg, x[:, :, None], side)[:, :, 0]
-    o, carry = omega.omega_decode_step(
-        cfg.memory, cfg.rule(), carry, feat(inp.q, "query"), feat(inp.k, "key"), targets,
-        chunk_size=cfg.chunk_size, **rule_gates)
+    o, carry = chunked.decode_step(
+        cfg.memory, carry, inp.q, inp.k, targets, chunk_size=cfg.chunk_size, rule=cfg.rule(),
+        feature_map=lambda x, side: self._features(cfg, x, side), **rule_gates)
     return (inp.q + o if cfg.residual else o), carry
 
 
