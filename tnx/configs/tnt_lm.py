@@ -1,7 +1,7 @@
 """The main job: Titans (chunk 8) vs TNT of equal parameter count on the default corpus.
 
   python -m examples.tnt_lm                    # ~10 minutes on a 2-core CPU
-  python -m examples.tnt_lm --smoke            # ~95 s CPU, nearly all XLA compilation
+  python -m examples.tnt_lm --smoke            # ~1.5 min CPU, nearly all XLA compilation
   python -m examples.tnt_lm --config.job.stage1_steps=2000 --config.model.d_model=128
 
 Both models are pure memory LMs (every layer's token mixer is the memory) with the simplified
@@ -47,8 +47,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.job.stage2_lr_scale = 0.3     # stage-2 peak lr = scale * opt.peak_lr
   c.job.baseline = "titans"       # the model TNT is compared against
   c.job.tnt_sweep = True          # evaluate TNT at its stage-1 and stage-2 local chunks
-  # smoke: the wiring end to end (3 tiny runs, 7 compilations of memory models): measured 94 s
-  # of CPU time (5.6 min wall on a 2-core machine shared by ~8 jobs); not seconds.
+  # smoke: the wiring end to end (3 tiny runs, 7 compilations of memory models): measured 71-94
+  # s of CPU time (1.8-5.6 min wall on a 2-core machine shared by other jobs); not seconds.
   if arg == "smoke":
     c.workdir = "runs/tnt_lm_smoke"
     c.model.d_model, c.model.n_heads, c.model.n_layers = 32, 2, 1
