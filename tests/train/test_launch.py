@@ -219,3 +219,22 @@ def test_run_tpu_setup_gets_python_3_11_or_newer(tmp_path, system_python, interp
     assert not any(c.startswith("uv ") for c in calls)
   assert any(c.startswith("pip install -q -e .[tpu]") for c in calls)
   assert out.stdout.startswith("worker ready: " + ("3.11" if system_python < (3, 11) else "3.12"))
+
+
+def test_tpu_pod_copy_replaces_the_checkout_and_never_nests(tmp_path):
+  """The unpack command `tpu_pod.sh copy` sends to the workers, run twice in a fake home: the
+  second copy replaces the first (a file deleted locally disappears), nothing nests."""
+  _, unpack = pod("copy")
+  home = tmp_path / "home"
+  home.mkdir()
+  for version, files in ((1, ("a.py", "old.py")), (2, ("a.py",))):
+    tree = tmp_path / f"tree{version}"
+    (tree / "launch").mkdir(parents=True)
+    for f in files:
+      (tree / f).write_text(f"v{version}")
+    subprocess.run(["tar", "-czf", str(home / "tnx.tar.gz"), "-C", str(tree), "."], check=True)
+    subprocess.run(["bash", "-c", remote(unpack)], env=dict(os.environ, HOME=str(home)),
+                   check=True)
+  checkout = home / "tnx"
+  assert sorted(p.name for p in checkout.iterdir()) == ["a.py", "launch"]
+  assert (checkout / "a.py").read_text() == "v2" and sorted(os.listdir(home)) == ["tnx"]
