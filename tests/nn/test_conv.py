@@ -33,3 +33,14 @@ def test_errors():
   conv = CausalDepthwiseConv(3, 2, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"x must be \[B, L, C\]"):
     conv(jnp.zeros((4, 3)))
+
+
+def test_custom_vjp_matches_autodiff_of_definition():
+  from tnx.nn.conv import _shifted_sum, causal_depthwise_conv
+  x = jax.random.normal(jax.random.key(1), (2, 9, 3), jnp.float64)
+  w = jax.random.normal(jax.random.key(2), (4, 3), jnp.float64)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  got = jax.grad(loss(causal_depthwise_conv), argnums=(0, 1))(x, w)
+  want = jax.grad(loss(_shifted_sum), argnums=(0, 1))(x, w)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-14)
