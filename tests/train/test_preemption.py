@@ -1,6 +1,6 @@
-"""SIGTERM (a real signal to a subprocess) and SIGINT (to this process) stop training after the
-current step with that step saved, exit status 0 and a resume command; the resumed run gives
-the same losses as an uninterrupted one, bit for bit."""
+"""SIGTERM (a real signal to a subprocess) and SIGINT (to this process; `-m slow`: to a
+subprocess) stop training after the current step with that step saved, exit status 0 and a
+resume command; the resumed run gives the same losses as an uninterrupted one, bit for bit."""
 
 import os
 import shlex
@@ -36,8 +36,8 @@ def _wait_for_rows(path, n, proc=None):
     time.sleep(0.05)
 
 
-def _sigterm_run(tmp_path, light):
-  """Starts `python -m tnx.train` in a subprocess, sends SIGTERM once it is past its first
+def _sigterm_run(tmp_path, light, sig=signal.SIGTERM):
+  """Starts `python -m tnx.train` in a subprocess, sends `sig` once it is past its first
   checkpoint; returns (command, output, exit status, stop step)."""
   # the subprocess computes like this test process: 8 CPU devices, float64 enabled
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="1",
@@ -48,10 +48,10 @@ def _sigterm_run(tmp_path, light):
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   _wait_for_rows(tmp_path / "run" / "metrics.jsonl", 6, proc)   # past the first checkpoint
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   out, _ = proc.communicate(timeout=600)
-  line = next((ln for ln in out.splitlines() if ln.startswith("SIGTERM: stopped after step")),
-              "")
+  line = next((ln for ln in out.splitlines()
+               if ln.startswith(f"{preemption.NAMES[sig]}: stopped after step")), "")
   stop = int(line.split("step ")[1].split(";")[0]) if line else -1
   return cmd, out, proc.returncode, stop
 
@@ -74,6 +74,21 @@ def test_sigterm_saves_the_current_step_and_exits_0(tmp_path, smoke, light):
                                 "--config.train.allow_changes=true"))
   assert [s for s, _ in resumed["train_losses"]] == list(range(1, stop + 3))
   assert stop in Checkpointer(tmp_path / "run" / "checkpoints").good
+
+
+@pytest.mark.slow
+def test_sigint_to_a_subprocess_saves_and_exits_0(tmp_path, light):
+  """Ctrl-C (a real SIGINT to `python -m tnx.train`): the same clean stop as SIGTERM (slow: a
+  second subprocess run; the fast tests send SIGINT in-process)."""
+  cmd, out, rc, stop = _sigterm_run(tmp_path, light, signal.SIGINT)
+  assert rc == 0 and "Traceback" not in out, out[-3000:]
+  assert "SIGINT: stopping after this step and saving a checkpoint" in out
+  assert 6 <= stop < 300 and f"SIGINT: stopped after step {stop}; checkpoint step {stop} is " \
+      "saved in" in out
+  assert shlex.split(out.split("Resume with:\n", 1)[1].splitlines()[0]) == [*cmd, "--resume"]
+  ck = Checkpointer(tmp_path / "run" / "checkpoints")
+  assert ck.latest_step() == stop
+  ck.close()
 
 
 @pytest.mark.slow
