@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tnx import validation
 from tnx.memory import chunked
 from tnx.memory import model as mm
 from tnx.memory.inputs import MemoryInputs, at_step
@@ -269,10 +270,16 @@ class MemoryMixer(nnx.Module):
   read_out: ReadOut
 
   def _check(self, name: str, x: jax.Array, ndim: int) -> None:
+    """Shape (static, also under jit) and finiteness (concrete arrays only: under jit a
+    non-finite token propagates NaN to the outputs that depend on it, never earlier ones)."""
+    want = "[B, L, D]" if ndim == 3 else "[B, D]"
     if x.ndim != ndim or x.shape[-1] != self.d_model:
-      want = "[B, L, D]" if ndim == 3 else "[B, D]"
       raise ValueError(f"{name} must be {want} with D={self.d_model}, got shape "
                        f"{tuple(x.shape)}")
+    if 0 in x.shape[:-1]:
+      raise ValueError(f"{name} must be {want} with B >= 1 and L >= 1, got shape "
+                       f"{tuple(x.shape)}")
+    validation.finite_array(name, x)
 
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
     """Parallel (chunked) forward: [B, L, D] -> [B, L, D]."""
