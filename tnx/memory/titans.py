@@ -39,7 +39,9 @@ class TitansConfig(MemoryLayerConfig):
   The inner learning-rate bound lr_max defaults to 0.01: it keeps the inner loop stable at
   initialization for chunks up to 64 with the default 4x-wide MLP memory and momentum
   (measured: 0.03 diverges at C=64, 0.1 at C=8); a chunk sums C anchored gradients, so larger
-  chunks need a smaller bound.
+  chunks need a smaller bound. The initial step is lr_max * sigmoid(lr_bias_init) = 0.0012; a
+  saturated gate reaches lr_max, which is above the primitive's measured bound for C >= 16
+  with uniform steps (docs/numerics.md: 0.0056 at C = 16, 0.0018 at C = 64).
   """
 
   memory: mm.MemoryModelConfig = mm.MemoryModelConfig(depth=2, expansion=4, activation="gelu")
