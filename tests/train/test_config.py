@@ -53,9 +53,6 @@ def test_invalid_values_fail_at_startup(key, value, match):
 
 
 def test_unknown_memory_field():
-  from tnx.models import available_families
-  if "titans" not in available_families():
-    pytest.skip("titans not available")
   cfg, _ = config.parse_args(["--config=lm:smoke", "--config.model.mixers=titans"])
   cfg.model.memory.titans.unlock()
   cfg.model.memory.titans.bogus = 1
