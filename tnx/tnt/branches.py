@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from tnx import validation
 from tnx.memory import chunked
 from tnx.memory import model as mm
 from tnx.memory.inputs import MemoryInputs
@@ -47,7 +48,11 @@ class MemoryParams(NamedTuple):
 
 def fold_shards(x: jax.Array, shard_length: int) -> jax.Array:
   """[B, H, n * S, ...] -> [B * n, H, S, ...] (shard m of sequence b goes to row b * n + m)."""
+  shard_length = validation.positive_int("shard_length", shard_length)
   b, h, length = x.shape[:3]
+  if length % shard_length:
+    raise ValueError(f"fold_shards needs a length that is a multiple of shard_length="
+                     f"{shard_length}, got x of shape {list(x.shape)}")
   n = length // shard_length
   x = x.reshape((b, h, n, shard_length) + x.shape[3:])
   x = jnp.moveaxis(x, 2, 1)
@@ -56,7 +61,11 @@ def fold_shards(x: jax.Array, shard_length: int) -> jax.Array:
 
 def unfold_shards(x: jax.Array, batch: int) -> jax.Array:
   """Inverse of `fold_shards`: [B * n, H, S, ...] -> [B, H, n * S, ...]."""
+  batch = validation.positive_int("batch", batch)
   bn, h, s = x.shape[:3]
+  if bn % batch:
+    raise ValueError(f"unfold_shards needs a leading axis that is a multiple of batch={batch}, "
+                     f"got x of shape {list(x.shape)}")
   n = bn // batch
   x = x.reshape((batch, n, h, s) + x.shape[3:])
   x = jnp.moveaxis(x, 1, 2)
@@ -65,6 +74,25 @@ def unfold_shards(x: jax.Array, batch: int) -> jax.Array:
 
 def _slice(inp: MemoryInputs, start: int, stop: int) -> MemoryInputs:
   return type(inp)(*(None if a is None else a[:, :, start:stop] for a in inp))
+
+
+def _check_inputs(name: str, inp: MemoryInputs, like: MemoryInputs | None = None) -> None:
+  """q [B, H, L, K] with B, L >= 1, the other fields against it (before shards are folded);
+  with `like`, the same q shape as like.q (every memory reads the same tokens)."""
+  q = inp.q
+  if q.ndim != 4 or 0 in q.shape[:3]:
+    raise ValueError(f"{name}.q must have shape [B, H, L, K] with B, L >= 1, got "
+                     f"{list(q.shape)}")
+  if like is not None and q.shape != like.q.shape:
+    raise ValueError(f"{name}.q must have the shape of the first memory's q "
+                     f"{list(like.q.shape)}, got {list(q.shape)}")
+  lead = tuple(q.shape[:3])
+  validation.shape(f"{name}.k", inp.k, q.shape)
+  validation.shape(f"{name}.v", inp.v, lead + (None,))
+  for field in ("lr", "log_mom_decay", "log_retention"):
+    x = getattr(inp, field)
+    if x is not None or field == "lr":
+      validation.shape(f"{name}.{field}", x, lead)
 
 
 def memory_rule(cfg: TNTConfig, retrieval: str = "intra_chunk") -> chunked.UpdateRule:
@@ -84,6 +112,7 @@ def global_branch(cfg: TNTConfig, state0: mm.State | None, inp: MemoryInputs,
   With chunk-start retrieval (TNT's setting) the primitive only forms the end-of-chunk
   coefficients, O(C_G) per chunk without momentum (never the C_G x C_G matrix).
   """
+  _check_inputs("inp", inp)
   return chunked.chunked_memory(
       cfg.memory, state0, inp.q, inp.k, inp.v, inp.lr, chunk_size=cfg.global_chunk_size,
       rule=memory_rule(cfg, cfg.global_retrieval), log_mom_decay=inp.log_mom_decay,
@@ -114,6 +143,8 @@ def local_branch(cfg: TNTConfig, state0: mm.State, inp: MemoryInputs, *, chunk_s
   Returns (o [B, H, L, K], carry of the shard in progress at the end of the sequence; when L
   is a multiple of S_L the next token starts a new shard and resets anyway).
   """
+  _check_inputs("inp", inp)
+  shard_length = validation.positive_int("shard_length", shard_length)
   batch, _, length = inp.q.shape[:3]
   n_full, rem = divmod(length, shard_length)
   outs, carry = [], None
@@ -133,7 +164,14 @@ def local_branch(cfg: TNTConfig, state0: mm.State, inp: MemoryInputs, *, chunk_s
 def combine(cfg: TNTConfig, reads: Sequence[jax.Array], weights: jax.Array | None
             ) -> jax.Array:
   """Combines the memory reads [B, H, L, K] (global first) into one [B, H, L, K]."""
+  if not reads or any(r.shape != reads[0].shape for r in reads):
+    raise ValueError(f"reads must be one or more arrays of one shape [B, H, L, K], got "
+                     f"{[list(r.shape) for r in reads]}")
   if cfg.combine == "weighted":
+    want = (len(reads), reads[0].shape[1])
+    if weights is None or tuple(weights.shape) != want:
+      raise ValueError(f"combine='weighted' needs weights of shape {list(want)} (memories, "
+                       f"heads), got {None if weights is None else list(weights.shape)}")
     return sum(r * weights[i][None, :, None, None].astype(r.dtype) for i, r in enumerate(reads))
   total = sum(reads)
   return total / len(reads) if cfg.combine == "mean" else total
@@ -172,6 +210,14 @@ def tnt_mix(cfg: TNTConfig, params: MemoryParams, inputs: Sequence[MemoryInputs]
   if (params.global_init is None) == cfg.use_global:
     raise ValueError(f"params.global_init must be {'given' if cfg.use_global else 'None'} "
                      f"with use_global={cfg.use_global}")
+  for i, inp in enumerate(inputs):
+    _check_inputs(f"inputs[{i}]", inp, inputs[0] if i else None)
+  want = (cfg.num_memories, inputs[0].q.shape[1])
+  if cfg.combine == "weighted" and (params.weights is None or
+                                    tuple(params.weights.shape) != want):
+    raise ValueError(f"combine='weighted' needs params.weights of shape {list(want)} "
+                     f"(memories, heads), got "
+                     f"{None if params.weights is None else list(params.weights.shape)}")
   reads, g_carry, l_carries = [], None, []
   offset = int(cfg.use_global)
   if cfg.use_global:
