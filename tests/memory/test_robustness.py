@@ -195,6 +195,24 @@ def test_mismatched_state_and_gates_are_value_errors():
     call(None, carry=carry)
 
 
+def test_decode_step_checks_shapes_and_the_carry():
+  carry = chunked.init_carry(S0, B, RULE)
+  step = {n: x[:, :, 0] for n, x in INPUTS.items()}
+  call = lambda carry=carry, rule=RULE, **kw: chunked.decode_step(
+      CFG, carry, *(kw.get(n, step[n]) for n in ("q", "k", "v", "lr")), chunk_size=C,
+      rule=rule)
+  with pytest.raises(ValueError, match=r"^q must have shape \[B, H, K\]"):
+    call(q=INPUTS["q"])
+  with pytest.raises(ValueError, match="^k must have shape"):
+    call(k=step["k"][..., :3])
+  with pytest.raises(ValueError, match="^lr must have shape"):
+    call(lr=INPUTS["lr"])
+  with pytest.raises(ValueError, match="^lr must have all entries"):
+    call(lr=-step["lr"])
+  with pytest.raises(ValueError, match="carry.momentum must be None"):
+    call(rule=chunked.DEFAULT_RULE)
+
+
 def test_empty_batch_gives_an_empty_result():
   empty = {n: x[:0] for n, x in INPUTS.items()}
   assert _memory(**empty).shape == (0, H, L, K)
