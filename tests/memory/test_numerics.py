@@ -226,3 +226,18 @@ def test_readme_memory_core_snippet_runs_and_is_finite():
   scope: dict = {}
   exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the project's own README
   assert _all_finite(scope["o"]) and _all_finite(scope["o_t"])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the gd ATLAS variants' default lr_max = 1.0 is above "
+                                       "the primitive's stable range (docs/numerics.md)")
+@pytest.mark.parametrize("variant", ["omeganet", "dla"])
+def test_default_gd_atlas_variants_stay_bounded_on_512_tokens(variant):
+  """The memory read of the default layer at initialization on x ~ N(0, 1), 512 tokens, stays
+  within 100x the largest value it is asked to store."""
+  layer = AtlasMixer(64, AtlasConfig(variant=variant), rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 512, 64), F32)
+  inputs, gates, _ = layer.project(layer.cfg, x)
+  o, _ = layer.memory(layer.cfg, inputs, gates)
+  assert _all_finite(o) and float(jnp.max(jnp.abs(o))) <= 100 * float(jnp.max(jnp.abs(
+      inputs[0].v)))
