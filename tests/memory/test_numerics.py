@@ -229,9 +229,8 @@ def test_readme_memory_core_snippet_runs_and_is_finite():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the gd ATLAS variants' default lr_max = 1.0 is above "
-                                       "the primitive's stable range (docs/numerics.md)")
-@pytest.mark.parametrize("variant", ["omeganet", "dla"])
+@pytest.mark.parametrize("variant", ["omeganet", "dla", "swla", "dot", "deep_transformer",
+                                     "swdt"])
 def test_default_gd_atlas_variants_stay_bounded_on_512_tokens(variant):
   """The memory read of the default layer at initialization on x ~ N(0, 1), 512 tokens, stays
   within 100x the largest value it is asked to store."""
