@@ -170,12 +170,20 @@ def _validate_values(lr, **log_gates) -> None:
   lr_values = validation.concrete(lr)
   if lr_values is not None:
     validation.array_in_range("lr", lr_values, 0.0, np.inf)
+    if np.any(np.isposinf(lr_values)):
+      raise ValueError("lr must be finite, found inf (a step of +inf destroys the state)")
   for name, g in log_gates.items():
     x = None if g is None else validation.concrete(g)
-    if x is not None and x.size and not np.all(x[~np.isnan(x)] <= 0.0):
+    if x is None or not x.size:
+      continue
+    if not np.all(x[~np.isnan(x)] <= 0.0):
       bad = x[x > 0].ravel()[:3]
       raise ValueError(f"{name} must be the log of a gate in (0, 1], i.e. <= 0 (for example "
                        f"jax.nn.log_sigmoid(logits)), found e.g. {bad.tolist()}")
+    if np.any(np.isneginf(x)):  # a gate of exactly 0: outside (0, 1], NaN in the cumsums
+      raise ValueError(f"{name} must be finite: -inf is a gate of exactly 0, outside (0, 1]; "
+                       "use a large negative logit instead (log_sigmoid of a finite logit is "
+                       "finite)")
 
 
 def _validate_inputs(cfg, rule, q, k, v, lr, lead, log_mom_decay, log_retention):
@@ -245,20 +253,23 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State | None, q: jax.Ar
 
   Stable range. The inner loop is gradient descent (with momentum: heavy ball) on the inner
   loss, so it is stable only for small enough steps. For the squared loss ||f(k) - v||^2, a
-  linear memory and a chunk of C tokens (window 1), the chunk's update contracts iff
-  2 lr lambda_max(sum_t k_t k_t^T) <= 2 (1 + b) (b: momentum decay, 0 without); the worst case
-  (equal keys) needs lr <= (1 + b) / (C |k|^2) (a window of c_w tokens multiplies the sum by
-  up to c_w). The layers L2-normalize q and k (|k| = 1) and bound lr (Titans: lr_max = 0.01
-  with C <= 64); unnormalized keys with unit-normal entries have |k|^2 ~ K and need about K
-  times smaller steps, otherwise the state grows exponentially and overflows to inf/NaN.
-  Deep memories have a larger curvature (the squared norms of every layer's input and output
-  Jacobian); measured bounds are in docs/numerics.md. Muon's steps are normalized (NS) and
-  cannot diverge exponentially; the dot loss has no feedback and grows at most linearly.
+  linear memory without bias and a chunk of C tokens (window 1), the chunk's update contracts
+  iff 2 lr lambda_max(sum_t k_t k_t^T) <= 2 (1 + b) (b: momentum decay, 0 without); the worst
+  case (equal keys) needs lr <= (1 + b) / (C |k|^2), a bias adds a direction that every token
+  shares (about (1 + b) / (C (|k|^2 + 1))), and a window of c_w tokens multiplies the sum by up
+  to c_w. The layers L2-normalize q and k (|k| = 1); unnormalized keys with unit-normal entries
+  have |k|^2 ~ K and need about K times smaller steps, otherwise the state grows exponentially
+  and overflows to inf/NaN. Deep memories have a larger curvature; the bounds measured per
+  family and chunk size (e.g. Titans with its gates: 0.0056 at C = 16, 0.0018 at C = 64, below
+  its lr_max = 0.01 that a saturated lr gate reaches) are in docs/numerics.md. Muon's steps
+  are normalized (NS) and cannot diverge exponentially; the dot (Hebbian) loss has no
+  feedback: with a linear memory it grows at most linearly, with a deep memory its gradient
+  depends on the state and it can grow exponentially (docs/numerics.md).
 
   Checks. Shapes, the chunk size, the rule, the memory layout and names are checked at every
-  call (they are static, also under jit). Value checks (lr >= 0, log gates <= 0) run only on
-  concrete arrays: under jit, vmap or grad they are skipped, and out-of-range values then run
-  silently.
+  call (they are static, also under jit). Value checks (0 <= lr < inf, -inf < log gates <= 0)
+  run only on concrete arrays: under jit, vmap or grad they are skipped, and out-of-range
+  values then run silently (non-finite ones poison causally, from their token on).
   """
   chunk_size = validation.positive_int("chunk_size", chunk_size)
   remat_group = resolve_remat_group(remat_group, chunk_size)
@@ -267,6 +278,9 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State | None, q: jax.Ar
   for name, x in (("q", q), ("k", k)):
     if x.ndim != 4:
       raise ValueError(f"{name} must have shape [B, H, L, K], got {list(x.shape)}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+      raise ValueError(f"{name} must hold at least one token of width >= 1 (L, K >= 1), got "
+                       f"shape {list(x.shape)}")
   if feature_map is not None:
     q, k = feature_map(q, "query"), feature_map(k, "key")
   lead = q.shape[:3]

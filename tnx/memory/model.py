@@ -110,6 +110,7 @@ class MemoryModelConfig:
     validation.positive_int("expansion", self.expansion)
     validation.one_of("activation", self.activation, list(ACTIVATIONS))
     validation.non_negative("init_scale", self.init_scale)
+    validation.positive("ln_eps", self.ln_eps)
     if self.gated and self.depth < 2:
       raise ValueError(f"gated=True needs depth >= 2 (a hidden layer to gate), got "
                        f"depth={self.depth}")

@@ -56,8 +56,11 @@ def qk_project(q: jax.Array, k: jax.Array, *, reset_every: int | None = None,
   """
   if q.ndim != 4:
     raise ValueError(f"q must have shape [B, H, L, K], got {list(q.shape)}")
+  if q.shape[2] == 0:
+    raise ValueError(f"q must hold at least one token (L >= 1), got shape {list(q.shape)}")
   validation.shape("k", k, q.shape)
   validation.one_of("rescale", rescale, ("none", "count", "l2"))
+  validation.positive("eps", eps)
   validation.positive_int("block", block)
   if reset_every is not None:
     validation.positive_int("reset_every", reset_every)
