@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,3 +60,10 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   text = "\n".join(lines)
   print(text, flush=True)
   return text
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes a benchmark's results as JSON (creating the folder; numpy scalars as floats)."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=1, default=float)

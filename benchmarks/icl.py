@@ -16,7 +16,6 @@ Table 2: training steps/s of the small GPT (batch 64, Adam, fresh prompts).
 from __future__ import annotations
 
 import argparse
-import json
 
 import jax
 import jax.numpy as jnp
@@ -87,8 +86,7 @@ def main(argv=None):
   common.print_table(["D", "layers", "heads", "params", "n", "tokens", "B", "steps/s",
                       "tokens/s"], gpt_r)
   if a.json:
-    with open(a.json, "w") as f:
-      json.dump({"cot": cot_r, "gpt": gpt_r}, f, indent=1, default=float)
+    common.write_json(a.json, {"cot": cot_r, "gpt": gpt_r})
   return cot_r, gpt_r
 
 

@@ -18,8 +18,6 @@ count: reported as nan).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -163,9 +161,7 @@ def main(argv=None):
               flush=True)
   common.print_table(["layer", "L", "C", "tokens/s", "step ms", "XLA peak MB", "GFLOP/s",
                       "% of matmul"], rows)
-  os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-  with open(a.out, "w") as f:
-    json.dump({"matmul_flops": matmul, "rows": records, "args": vars(a)}, f, indent=1)
+  common.write_json(a.out, {"matmul_flops": matmul, "rows": records, "args": vars(a)})
   return records
 
 

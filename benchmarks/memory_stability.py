@@ -18,8 +18,6 @@ lr in {10^(-3 + i/4)}, the largest lr of an unbroken stable range starting at th
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -141,9 +139,7 @@ def main(argv=None):
                    float(np.sqrt(np.mean(err**2) / np.mean(o32**2)))])
   table_bf16 = common.print_table(["C", "bf16 max rel. error of o", "bf16 rms rel. error"],
                                   errors)
-  os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-  with open(a.out, "w") as f:
-    json.dump({"stable": rows, "bf16": errors, "args": vars(a)}, f, indent=1)
+  common.write_json(a.out, {"stable": rows, "bf16": errors, "args": vars(a)})
   return table, table_bf16
 
 

@@ -213,9 +213,7 @@ def main(argv=None) -> list[dict]:
                  + (span(rec["peer"]) if rec["peer"] else "-"), ratio])
     records.append({"layer": name, **rec})
   common.print_table(["layer", "tnx tokens/s", "peer tokens/s", "ratio"], rows)
-  os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-  with open(a.out, "w") as f:
-    json.dump({"matmul_flops": matmul, "rows": records, "args": vars(a)}, f, indent=1)
+  common.write_json(a.out, {"matmul_flops": matmul, "rows": records, "args": vars(a)})
   return records
 
 

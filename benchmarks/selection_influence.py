@@ -20,7 +20,6 @@ here measure both on one machine.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,8 +133,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                      [[r["model"], r["path"], r["batch"], r["examples_per_s"],
                        r["relative_to_fwd_bwd"]] for r in rows])
   if a.json:
-    with open(a.json, "w") as f:
-      json.dump(rows, f, indent=1)
+    common.write_json(a.json, rows)
   return rows
 
 

@@ -15,7 +15,6 @@ add to a full forward), for both attention orientations. The overhead column is 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,8 +101,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                      [[r["model"], r["path"], r["batch"], r["examples_per_s"],
                        r["overhead_pct"]] for r in rows])
   if a.json:
-    with open(a.json, "w") as f:
-      json.dump(rows, f, indent=1)
+    common.write_json(a.json, rows)
   return rows
 
 

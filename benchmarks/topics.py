@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import print_table, time_fn
+from benchmarks.common import print_table, time_fn, write_json
 from tnx.privacy.topics import fit, model, storage
 from tnx.privacy.topics.stats import TopicStatistics
 
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     out["fit_table"] = print_table(["setting", "queries", "batch", "steps/pass", "ms/step",
                                     "s/pass"], fit_rows())
   if a.json:
-    with open(a.json, "w") as f:
-      json.dump(out, f, indent=1)
+    write_json(a.json, out)
   return out
 
 
