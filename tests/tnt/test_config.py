@@ -16,6 +16,9 @@ def test_invalid_configurations():
     TNTConfig(local_chunk_sizes=(8,), local_shard_lengths=(16, 16))
   with pytest.raises(ValueError, match="num_heads"):
     TNTConfig(num_heads=0)
+  for bad in (0.0, -1e-3, float("inf")):
+    with pytest.raises(ValueError, match="global_lr_max must be a finite number > 0"):
+      TNTConfig(global_lr_max=bad)
 
 
 def test_shared_fields_and_derived_counts():

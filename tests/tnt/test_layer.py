@@ -121,3 +121,26 @@ def test_tnt_mix_validates_the_memory_parameters():
     TNTMemory(D, TitansConfig(), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"x_BxLxD must be \[B, L, D\] with D=8"):
     layer(_x(length=8)[0])
+
+
+@pytest.mark.parametrize("share_lr", [False, True])
+def test_global_lr_max_bounds_only_the_global_memory(share_lr):
+  """lr of the global memory = global_lr_max * sigmoid(x W + b), of the locals lr_max *
+  sigmoid(...), from the gate projection's own parameters; global_lr_max = lr_max (or None)
+  gives the same layer."""
+  cfg = _cfg(lr_max=0.05, global_lr_max=0.002, share_lr=share_lr)
+  layer = TNTMemory(D, cfg, rngs=nnx.Rngs(0))
+  x = _x(length=12)
+  inputs, _, _ = layer.project(cfg, x)
+  h = cfg.num_heads
+  gp = layer.project.gate_proj
+  z = np.asarray(x) @ np.asarray(gp.kernel[...]) + np.asarray(gp.bias[...])   # [B, L, G*H]
+  z = z.reshape(2, 12, -1, h).transpose(0, 2, 3, 1)                            # [B, G, H, L]
+  sig = 1.0 / (1.0 + np.exp(-z))
+  for j, bound in enumerate((0.002, 0.05, 0.05)):
+    g = 0 if share_lr else j
+    np.testing.assert_allclose(inputs[j].lr, bound * sig[:, g], rtol=1e-12)
+  same = TNTMemory(D, _cfg(lr_max=0.05, global_lr_max=0.05), rngs=nnx.Rngs(0))
+  plain = TNTMemory(D, _cfg(lr_max=0.05), rngs=nnx.Rngs(0))
+  np.testing.assert_array_equal(same(x), plain(x))
+  assert float(jnp.abs(layer(x) - plain(x)).max()) > 1e-6

@@ -40,6 +40,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     if "momentum" in mem:
       mem.momentum, mem.forget = False, False   # simplified Titans, as in TNT's experiments
       mem.lr_max = 0.02                          # keeps the deep inner loop stable
+  # the global memory sums C_G = 512 per-token gradients per step: its stable inner step is
+  # ~1/C_G, ten times below the locals' and Titans' bound (docs/tnt_lm.md, seed 1 and L = 4096)
+  c.model.memory.tnt.global_lr_max = 0.002
 
   c.job = mlc.ConfigDict()
   c.job.stage1_steps = 160        # steps for Titans and for TNT stage 1

@@ -135,13 +135,15 @@ class Projection(nnx.Module):
     for j in range(self.num_memories):
       a, g = (0 if self.num_streams == 1 else j), (0 if self.num_gate_sets == 1 else j)
       pick = lambda name: gates[name][:, g] if name in gates else None
-      inputs.append(MemoryInputs(q[a], kk[a], v[a], pick("lr"), pick("log_mom_decay"),
+      lr = cfg.memory_lr_scale(j, self.head_dim) * gates["lr"][:, g]
+      inputs.append(MemoryInputs(q[a], kk[a], v[a], lr, pick("log_mom_decay"),
                                  pick("log_retention")))
     extra = {n: gates[n][:, 0] for n, _ in self.gate_groups if n not in _MEMORY_GATES}
     return inputs, extra, new_cache
 
   def _gates(self, cfg: MemoryLayerConfig, logits_BxGxL: jax.Array) -> Gates:
-    """Gates per group from their logits z: lr = lr_scale * sigmoid(z), log_mom_decay =
+    """Gates per group from their logits z: lr = sigmoid(z) (each memory's bound
+    `cfg.memory_lr_scale` is applied by the caller), log_mom_decay =
     log_sigmoid(z), log_retention = log(1 - sigmoid(z)) = log_sigmoid(-z) (finite for every
     finite z), [B, sets, H, L]; extra gates sigmoid(z) [B, sets, H, L, width]."""
     b, _, length = logits_BxGxL.shape
@@ -152,7 +154,7 @@ class Projection(nnx.Module):
                                                       w, length).transpose(0, 1, 2, 4, 3)
       start += size
       if name == "lr":
-        out[name] = cfg.lr_scale(self.head_dim) * jax.nn.sigmoid(z[..., 0])
+        out[name] = jax.nn.sigmoid(z[..., 0])
       elif name == "log_mom_decay":
         out[name] = jax.nn.log_sigmoid(z[..., 0])
       elif name == "log_retention":

@@ -103,6 +103,11 @@ class MemoryLayerConfig:
     """The factor in lr_t = lr_scale * sigmoid(.) (lr_max; TTT may also divide by K)."""
     return float(self.lr_max)
 
+  def memory_lr_scale(self, memory: int, head_dim: int) -> float:
+    """The factor for memory `memory` of a mixer that runs several (TNT: global, locals);
+    one memory per mixer elsewhere, so `lr_scale`."""
+    return self.lr_scale(head_dim)
+
   def rope_period(self) -> int | None:
     """Positions of the RoPE applied to q and k are taken modulo this (None: no RoPE)."""
     return None

@@ -34,6 +34,11 @@ class TNTConfig(MemoryLayerConfig):
     global_chunk_size: C_G; the global memory is never reset.
     global_retrieval: "chunk_start" (TNT Eq. 7: reads the state at the start of the global
       chunk) or "intra_chunk".
+    global_lr_max: upper bound of the global memory's inner learning rate (None: `lr_max`,
+      one bound for every memory). An extension, not in the paper: one chunk step sums C
+      per-token gradients, so the stable inner step shrinks about as 1 / C
+      (docs/numerics.md) and a bound chosen for C_L can make the global memory's inner loop
+      diverge at C_G >> C_L (docs/tnt_lm.md).
     local_chunk_sizes: (C_L[0], ..., C_L[N-1]), one entry per local memory; () = no locals.
       Stage 2 replaces this tuple with smaller sizes of the same length.
     shard_length: S_L; local memories reset to their learned W_init before every token whose
@@ -67,6 +72,7 @@ class TNTConfig(MemoryLayerConfig):
   use_global: bool = True
   global_chunk_size: int = 2048
   global_retrieval: str = "chunk_start"
+  global_lr_max: float | None = None
   local_chunk_sizes: tuple[int, ...] = (8,)
   shard_length: int = 2048
   local_shard_lengths: tuple[int, ...] | None = None
@@ -87,6 +93,8 @@ class TNTConfig(MemoryLayerConfig):
       raise ValueError(f"memory must be a MemoryModelConfig, got {self.memory!r}")
     validation.positive_int("global_chunk_size", self.global_chunk_size)
     validation.positive_int("shard_length", self.shard_length)
+    if self.global_lr_max is not None:
+      validation.positive("global_lr_max", self.global_lr_max)
     validation.one_of("global_retrieval", self.global_retrieval, RETRIEVALS)
     validation.one_of("qk_scope", self.qk_scope, QK_SCOPES)
     validation.one_of("qk_rescale", self.qk_rescale, QK_RESCALES)
@@ -120,6 +128,12 @@ class TNTConfig(MemoryLayerConfig):
   def num_memories(self) -> int:
     """Number of memory modules: the global one (if used) plus the locals."""
     return int(self.use_global) + self.num_locals
+
+  def memory_lr_scale(self, memory: int, head_dim: int) -> float:
+    """lr bound of memory `memory` (0 = the global one when `use_global`, then the locals)."""
+    if self.use_global and memory == 0 and self.global_lr_max is not None:
+      return float(self.global_lr_max)
+    return self.lr_scale(head_dim)
 
   @property
   def shard_lengths(self) -> tuple[int, ...]:
