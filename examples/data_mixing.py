@@ -322,21 +322,8 @@ def table(experiment: str, res: dict[str, Any]) -> str:
   return lm_table(res)
 
 
-def split_experiment(argv: list[str]) -> tuple[str | None, list[str]]:
-  exp, rest = None, []
-  for a in argv:
-    if a.startswith("--experiment="):
-      exp = a.split("=", 1)[1]
-    else:
-      rest.append(a)
-  return exp, rest
-
-
 def main(argv: list[str]) -> dict[str, Any]:
-  exp, rest = split_experiment(argv)
-  cfg, _ = config_lib.parse_args(rest, default="data_mixing")
-  if exp is not None:
-    cfg.experiment = exp
+  cfg, _ = config_lib.parse_args(argv, default="data_mixing")  # takes --experiment=NAME
   from tnx.configs.data_mixing import EXPERIMENTS
   if cfg.experiment not in EXPERIMENTS:
     raise ValueError(f"--experiment must be one of {list(EXPERIMENTS)}, got {cfg.experiment!r}")

@@ -38,16 +38,9 @@ from tnx.train import metrics, optim  # noqa: E402
 
 
 def parse(argv: list[str]) -> mlc.ConfigDict:
-  """`--experiment=E2` and `--docs` on top of tnx.train.config.parse_args."""
-  rest = []
-  for a in argv:
-    if a.startswith("--experiment="):
-      rest.append("--config.experiment=" + a.split("=", 1)[1])
-    elif a == "--docs":
-      rest.append("--config.docs=True")
-    else:
-      rest.append(a)
-  cfg, _ = config_lib.parse_args(rest, default="icl_scaling")
+  """tnx.train.config.parse_args (which takes --experiment=E2 and --docs), then the
+  experiment's name checked."""
+  cfg, _ = config_lib.parse_args(argv, default="icl_scaling")
   validation.one_of("experiment", cfg.experiment, EXPERIMENTS)
   return cfg
 

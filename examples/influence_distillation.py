@@ -35,14 +35,9 @@ from tnx.train import metrics, optim
 
 
 def parse(argv: list[str]) -> mlc.ConfigDict:
-  """`--experiment=lm` on top of tnx.train.config.parse_args (which also takes --docs)."""
-  rest = []
-  for a in argv:
-    if a.startswith("--experiment="):
-      rest.append("--config.experiment=" + a.split("=", 1)[1])
-    else:
-      rest.append(a)
-  cfg, _ = config_lib.parse_args(rest, default="influence_distillation")
+  """tnx.train.config.parse_args (which takes --experiment=lm and --docs), then the
+  experiment's name checked."""
+  cfg, _ = config_lib.parse_args(argv, default="influence_distillation")
   validation.one_of("experiment", cfg.experiment, EXPERIMENTS)
   return cfg
 

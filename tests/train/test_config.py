@@ -75,6 +75,13 @@ def test_run_flags_set_the_train_fields():
   cfg.new_key = 1                                 # returned unlocked, like load()
 
 
+def test_experiment_flag_sets_the_experiment_field():
+  cfg, _ = config.parse_args(["--experiment=fig2", "--smoke"], default="data_mixing")
+  assert cfg.experiment == "fig2" and cfg.workdir.endswith("_smoke")
+  with pytest.raises(ValueError, match="unknown config key config.experiment"):
+    config.parse_args(["--experiment=fig2"], default="tnt_lm")
+
+
 def test_none_valued_fields_take_python_literals(tmp_path):
   (tmp_path / "c.py").write_text("import ml_collections as mlc\n"
                                  "def get_config(arg=None):\n"

@@ -11,6 +11,7 @@ FLAGS
   --resume_step=N          ... from checkpoint step N (default: the newest usable one)
   --allow_changes          ... even though the config differs from the saved one
   --docs                   also copy figures/tables into docs/ (examples that publish)
+  --experiment=NAME        short for --config.experiment=NAME (examples with experiments)
   --help                   this text, the config's docstring and every field with its value
 
 Overrides are parsed by `config_flags.DEFINE_config_dict` on a fresh `absl.flags.FlagValues`
@@ -36,7 +37,8 @@ RUN_FLAGS = ("resume", "resume_step", "allow_changes", "docs")
 
 
 def _pop_spec(argv: list[str], default: str) -> tuple[str, list[str], bool]:
-  """Removes `--config=SPEC` / `--config SPEC` and `--smoke` from argv."""
+  """Removes `--config=SPEC` / `--config SPEC` and `--smoke` from argv; `--experiment=E`
+  becomes `--config.experiment=E`."""
   spec, rest, smoke, i = default, [], False, 0
   while i < len(argv):
     a = argv[i]
@@ -48,6 +50,8 @@ def _pop_spec(argv: list[str], default: str) -> tuple[str, list[str], bool]:
       spec, i = argv[i + 1], i + 1
     elif a == "--smoke":
       smoke = True
+    elif a.startswith("--experiment="):
+      rest.append("--config.experiment=" + a.split("=", 1)[1])
     else:
       rest.append(a)
     i += 1
