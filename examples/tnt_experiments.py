@@ -1,0 +1,240 @@
+"""TNT and Titans experiments at CPU scale on the main job's models (docs/tnt_lm.md).
+
+  python -m examples.tnt_experiments --experiment=time_to_target  # Titans C and TNT C_L sweep
+  python -m examples.tnt_experiments --experiment=chunk_sweep     # every model at every chunk
+  python -m examples.tnt_experiments --experiment=time_to_target --smoke
+
+Config and the experiments' definitions: tnx/configs/tnt_experiments.py. Writes
+<workdir>/<experiment>/{results.json, results.md, *.png} and one run directory per arm and
+seed (<workdir>/time_to_target/<arm>/seed<s>); a run whose summary.json is complete is
+reused, so an interrupted experiment continues where it stopped and chunk_sweep reuses the
+stage-1 runs of time_to_target. Time = steps x the step time each arm's model takes when all
+arms are timed round-robin after training (the runs themselves see different loads).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from typing import Any
+
+import ml_collections as mlc
+import numpy as np
+
+from examples import tnt_lm
+from tnx import validation
+from tnx.configs.tnt_experiments import EXPERIMENTS
+from tnx.train import config as config_lib
+from tnx.train import paths, trainer
+
+
+def ints(text: Any) -> list[int]:
+  return [int(t) for t in config_lib.split_list(text)]
+
+
+def spread(values: list[float | None]) -> dict[str, Any]:
+  """Mean, min and max over seeds of the values that exist; n = how many exist."""
+  got = [v for v in values if v is not None]
+  if not got:
+    return {"mean": None, "min": None, "max": None, "n": 0, "of": len(values)}
+  return {"mean": float(np.mean(got)), "min": float(min(got)), "max": float(max(got)),
+          "n": len(got), "of": len(values)}
+
+
+def fmt(s: dict[str, Any], spec: str = ".1f") -> str:
+  """'mean [min, max]' (and 'k/n reached' when some seeds did not get there)."""
+  if s["n"] == 0:
+    return "not reached"
+  text = f"{s['mean']:{spec}} [{s['min']:{spec}}, {s['max']:{spec}}]"
+  return text if s["n"] == s["of"] else f"{text} ({s['n']}/{s['of']} seeds)"
+
+
+def arm_configs(base: mlc.ConfigDict, root: Any) -> dict[str, mlc.ConfigDict]:
+  """{arm: config without seed}: Titans at every exp.titans_chunks C and TNT stage 1 at
+  every exp.tnt_local_chunks C_L, Titans' MLP widened to TNT's parameter count."""
+  job, exp = base.job, base.exp
+  where = copy.deepcopy(base)
+  where.workdir = str(root)
+  arms: dict[str, mlc.ConfigDict] = {}
+  for c_l in ints(exp.tnt_local_chunks):
+    cfg = tnt_lm.model_cfg(where, f"tnt_CL{c_l}", model__mixers="tnt",
+                           train__steps=job.stage1_steps, train__chunk_sweep=exp.sweep_chunks)
+    mem = cfg.model.memory.tnt
+    mem.global_chunk_size, mem.shard_length = job.tnt_global_chunk, job.tnt_shard_length
+    mem.local_chunk_sizes = (c_l,)
+    arms[f"tnt_CL{c_l}"] = cfg
+  target = tnt_lm.count(next(iter(arms.values())))
+  for c in ints(exp.titans_chunks):
+    cfg = tnt_lm.model_cfg(where, f"titans_C{c}", model__mixers="titans",
+                           train__steps=job.stage1_steps, train__chunk_sweep=exp.sweep_chunks)
+    cfg.model.memory.titans.chunk_size = c
+    arms[f"titans_C{c}"] = tnt_lm.match_params(cfg, target)
+  return dict(sorted(arms.items(), key=lambda kv: (not kv[0].startswith("titans"),
+                                                   int(kv[0].split("C")[-1].lstrip("L")))))
+
+
+def seeded(cfg: mlc.ConfigDict, seed: int) -> mlc.ConfigDict:
+  out = copy.deepcopy(cfg)
+  out.seed = seed
+  out.workdir = str(paths.path(cfg.workdir) / f"seed{seed}")
+  return out
+
+
+def run(cfg: mlc.ConfigDict) -> dict[str, Any]:
+  """Trains `cfg` (or reuses its finished run) -> {summary fields, val_curve, chunk_sweep}."""
+  done = paths.path(cfg.workdir) / "summary.json"
+  if done.exists():
+    summary = json.loads(done.read_text())
+  else:
+    print(f"\n=== {cfg.workdir}: {cfg.model.mixers}, seed {cfg.seed}", flush=True)
+    cfg.train.resume = (paths.path(cfg.workdir) / "checkpoints").exists()
+    summary = {k: v for k, v in trainer.train(cfg).items() if k not in ("state", "graphdef")}
+    summary = json.loads(json.dumps(summary, default=str))  # the form summary.json has
+  chunk, depth = tnt_lm.chunk_label(cfg)
+  sweep = {int(c): m["bits_per_byte"] for c, m in summary.get("chunk_sweep", {}).items()}
+  return {"val_curve": tnt_lm.val_curve(cfg), "chunk": chunk, "serial_depth": depth,
+          "params": summary["params"]["total"], "bpb": summary["eval"]["bits_per_byte"],
+          "loss": summary["eval"]["loss"], "compile_s": summary.get("compile_s"),
+          "sweep_bpb": sweep}
+
+
+def time_to_target(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
+  arms = arm_configs(base, paths.path(base.workdir) / "time_to_target")
+  seeds = ints(base.exp.seeds)
+  runs = {a: [run(seeded(cfg, s)) for s in seeds] for a, cfg in arms.items()}
+  base_arm = f"titans_C{base.exp.baseline_chunk}"
+  if base_arm not in runs:
+    raise ValueError(f"exp.baseline_chunk={base.exp.baseline_chunk} must be one of "
+                     f"exp.titans_chunks={base.exp.titans_chunks!r}")
+  target = float(base.job.target_loss) or max(min(p["loss"] for p in r["val_curve"])
+                                              for r in runs[base_arm])
+  step_s = tnt_lm.interleaved_step_times(
+      {a: seeded(cfg, seeds[0]) for a, cfg in arms.items()}, int(base.job.timing_rounds),
+      int(base.job.timing_steps))
+  tokens_per_step = base.data.global_batch * base.data.seq_len
+  rows = {}
+  for a, rs in runs.items():
+    steps_to = [tnt_lm.first_reach(r["val_curve"], target, "step") for r in rs]
+    rows[a] = {"chunk": rs[0]["chunk"], "serial_depth": rs[0]["serial_depth"],
+               "params": rs[0]["params"], "step_s": step_s[a],
+               "tokens_per_s": tokens_per_step / step_s[a],
+               "time_to_target_s": spread([None if n is None else n * step_s[a]
+                                           for n in steps_to]),
+               "tokens_to_target": spread([None if n is None else n * tokens_per_step
+                                           for n in steps_to]),
+               "bpb": spread([r["bpb"] for r in rs]), "per_seed_bpb": [r["bpb"] for r in rs],
+               "sweep_bpb": {c: spread([r["sweep_bpb"].get(c) for r in rs])
+                             for c in ints(base.exp.sweep_chunks)}}
+  ref = rows[base_arm]["time_to_target_s"]["mean"]
+  for r in rows.values():
+    t = r["time_to_target_s"]["mean"]
+    r["speedup_vs_baseline"] = None if t is None or ref is None else ref / t
+  lines = [f"Target: validation loss {target:.4f} nats/byte (the highest of {base_arm}'s best "
+           f"validation losses over seeds {seeds}). Values: mean [min, max] over the seeds.",
+           "", "| arm | chunks | serial depth | params | ms/step (round-robin) | tokens/s | "
+           f"time to target s | speedup vs {base_arm} | tokens to target | val bits/byte |",
+           "|---" * 10 + "|"]
+  for a, r in rows.items():
+    sp = r["speedup_vs_baseline"]
+    lines.append(f"| {a} | {r['chunk']} | {r['serial_depth']} | {r['params']:,} | "
+                 f"{1e3 * r['step_s']:.0f} | {r['tokens_per_s']:,.0f} | "
+                 f"{fmt(r['time_to_target_s'])} | {'-' if sp is None else f'{sp:.2f}x'} | "
+                 f"{fmt(r['tokens_to_target'], ',.0f')} | {fmt(r['bpb'], '.4f')} |")
+  plot_curves(runs, step_s, target, out / "curves.png")
+  return {"target_loss": target, "seeds": seeds, "rows": rows, "table": "\n".join(lines),
+          "curves": {a: [r["val_curve"] for r in rs] for a, rs in runs.items()}}
+
+
+def plot_curves(runs: dict[str, list[dict[str, Any]]], step_s: dict[str, float],
+                target: float, path: Any) -> None:
+  """Validation loss (mean over seeds, band = min..max) against round-robin-timed seconds
+  (left) and tokens (right)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  for a, rs in runs.items():
+    n = min(len(r["val_curve"]) for r in rs)
+    loss = np.array([[p["loss"] for p in r["val_curve"][:n]] for r in rs])
+    steps = np.array([p["step"] for p in rs[0]["val_curve"][:n]])
+    tokens = np.array([p["tokens"] for p in rs[0]["val_curve"][:n]])
+    style = "-" if a.startswith("titans") else "--"
+    for ax, x in ((axes[0], steps * step_s[a]), (axes[1], tokens)):
+      line, = ax.plot(x, loss.mean(0), style, marker=".", label=a)
+      ax.fill_between(x, loss.min(0), loss.max(0), color=line.get_color(), alpha=0.15)
+  for ax, label in ((axes[0], "training seconds (round-robin step times)"),
+                    (axes[1], "training tokens (bytes)")):
+    ax.axhline(target, color="gray", ls=":", lw=0.8)
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel("validation loss (nats/byte)")
+  axes[1].legend(fontsize=7, ncol=2)
+  fig.suptitle("Titans (solid) and TNT stage 1 (dashed): mean over seeds, band = min..max")
+  fig.tight_layout()
+  paths.save_figure(fig, path, dpi=110)
+  plt.close(fig)
+
+
+def chunk_sweep(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
+  arms = arm_configs(base, paths.path(base.workdir) / "time_to_target")
+  seeds, sweep = ints(base.exp.seeds), ints(base.exp.sweep_chunks)
+  stage2_chunks = tuple(ints(base.job.stage2_local_chunks))
+  stage2_root = paths.path(base.workdir) / "chunk_sweep"
+  rows = {}
+  for a, cfg in arms.items():
+    stage1 = [run(seeded(cfg, s)) for s in seeds]
+    rows[a] = {"trained_at": stage1[0]["chunk"], "runs": stage1}
+    if not a.startswith("tnt"):
+      continue
+    s2 = []
+    for s in seeds:
+      c2 = seeded(cfg, s)
+      c2.train.init_from, c2.workdir = c2.workdir, str(stage2_root / f"{a}_stage2" / f"seed{s}")
+      c2.train.steps = base.job.stage2_steps
+      c2.model.memory.tnt.local_chunk_sizes = stage2_chunks
+      c2.opt.peak_lr = base.opt.peak_lr * base.job.stage2_lr_scale
+      c2.opt.warmup_steps = min(base.opt.warmup_steps, max(1, base.job.stage2_steps // 5))
+      s2.append(run(c2))
+    rows[f"{a} + stage 2"] = {"trained_at": s2[0]["chunk"], "runs": s2}
+  table = {a: {c: spread([r["sweep_bpb"].get(c) for r in v["runs"]]) for c in sweep}
+           for a, v in rows.items()}
+  lines = ["Validation bits/byte of each model evaluated at every inference chunk size "
+           f"(Titans: C; TNT: C_L), mean [min, max] over seeds {seeds}.", "",
+           "| model | trained at | " + " | ".join(f"eval {c}" for c in sweep) + " |",
+           "|---" * (len(sweep) + 2) + "|"]
+  for a, v in rows.items():
+    lines.append(f"| {a} | {v['trained_at']} | "
+                 + " | ".join(fmt(table[a][c], ".4f") for c in sweep) + " |")
+  return {"seeds": seeds, "sweep_chunks": sweep, "table": "\n".join(lines),
+          "bpb": {a: {str(c): s for c, s in t.items()} for a, t in table.items()}}
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+  base, _ = config_lib.parse_args(argv, default="tnt_experiments")
+  validation.one_of("experiment", base.experiment, EXPERIMENTS)
+  out = paths.path(base.workdir) / base.experiment
+  out.mkdir(parents=True, exist_ok=True)
+  if base.job.compile_cache and paths.is_local(out):
+    import jax
+    jax.config.update("jax_compilation_cache_dir", str(paths.path(base.workdir) / "jax_cache"))
+  t0 = time.perf_counter()
+  res = {"time_to_target": time_to_target, "chunk_sweep": chunk_sweep}[base.experiment](base,
+                                                                                      out)
+  res["wall_s"] = time.perf_counter() - t0
+  text = (f"### {base.experiment}: wall {res['wall_s']:.0f} s (reused runs not counted)\n\n"
+          + res["table"] + "\n")
+  print("\n" + text, flush=True)
+  paths.write_text(out / "results.json", json.dumps(res, indent=1, default=str))
+  paths.write_text(out / "results.md", text)
+  figure = out / "curves.png"
+  if base.docs and figure.exists():
+    dest = tnt_lm.DOCS / f"tnt_{base.experiment}.png"
+    dest.write_bytes(figure.read_bytes())
+    print(f"copied {figure} to {dest}")
+  return res
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
