@@ -1,6 +1,8 @@
-"""Training-step time of TNT vs the Titans baseline against sequence length.
+"""Training-step time of TNT vs the Titans baseline (and full attention) against sequence
+length.
 
     python -m benchmarks.tnt --plot docs/tnt_step_time.png   # L in {1024, 2048, 4096, 8192}
+    python -m benchmarks.tnt --lengths 8192 16384 32768 --max_gb 16   # the longest that fit
     python -m benchmarks.tnt --smoke     # tiny sizes, seconds
 
 A "step" is forward + backward (jax.value_and_grad, jitted) of a stack of `--layers` memory
@@ -10,7 +12,10 @@ S_L = min(2048, L). Both use TNT's simplified Titans (no momentum, no forget gat
 counts are matched by giving the single Titans memory twice the MLP width of each of TNT's two
 memories (printed per row). Each row also lists the serial chunk steps per layer (Titans: L/C;
 TNT: S_L/C_L local steps on L/S_L folded shards plus L/C_G global steps), the quantity that
-bounds the time of small chunks on a CPU.
+bounds the time of small chunks on a CPU. An attention row (`--attention`, on by default:
+`tnx.nn.attention.Attention`, full causal, same width and heads; no serial chain) gives the
+quadratic reference. Every row reports XLA's planned peak memory of the compiled step; a row
+whose plan exceeds `--max_gb` is not run and says so.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from flax import nnx
 from benchmarks import common
 from tnx.memory import model as mm
 from tnx.memory.titans import TitansConfig, TitansMemory
+from tnx.nn.attention import Attention
 from tnx.tnt import TNTConfig, TNTMemory
 
 
@@ -53,21 +59,29 @@ def _tnt(args, chunk, length):
   return lambda rngs: TNTMemory(args.d_model, cfg, rngs=rngs)
 
 
-def step_time(make, args, length: int) -> tuple[float, int]:
-  """Median seconds of one jitted forward+backward step, and the parameter count."""
+def _attention(args):
+  return lambda rngs: Attention(args.d_model, args.heads, rngs=rngs)
+
+
+def step_time(make, args, length: int) -> tuple[float | None, int, float | None]:
+  """(median seconds of one jitted forward+backward step or None when XLA's planned peak
+  exceeds args.max_gb, parameter count, planned peak bytes)."""
   model = Stack(make, args.layers, args.d_model, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
   count = sum(int(p.size) for p in jax.tree.leaves(params))
   x = jax.random.normal(jax.random.key(1), (args.batch, length, args.d_model), jnp.float32)
 
-  @jax.jit
   def step(params, x):
     loss = lambda p: jnp.mean(jnp.square(nnx.merge(graphdef, p)(x)))
     return jax.value_and_grad(loss)(params)
 
-  sec = common.time_fn(lambda: step(params, x), steps=args.steps, warmup=1,
+  compiled = jax.jit(step).lower(params, x).compile()
+  peak = common.compiled_peak_bytes(compiled)
+  if peak is not None and peak > args.max_gb * 2**30:
+    return None, count, peak
+  sec = common.time_fn(lambda: compiled(params, x), steps=args.steps, warmup=1,
                        max_seconds=args.max_seconds)
-  return sec, count
+  return sec, count, peak
 
 
 def run(args) -> str:
@@ -75,20 +89,29 @@ def run(args) -> str:
   for length in args.lengths:
     base = None
     s_l = min(args.shard_length, length)
-    for kind, chunk in [("Titans", c) for c in args.chunks] + [("TNT", c) for c in args.chunks]:
+    arms = [("Titans", c) for c in args.chunks] + [("TNT", c) for c in args.chunks]
+    for kind, chunk in arms + ([("Attention", None)] if args.attention else []):
       if kind == "Titans":
-        sec, count = step_time(_titans(args, chunk), args, length)
-        serial = -(-length // chunk)
-      else:
-        sec, count = step_time(_tnt(args, chunk, length), args, length)
+        sec, count, peak = step_time(_titans(args, chunk), args, length)
+        serial, name = -(-length // chunk), f"Titans C={chunk}"
+      elif kind == "TNT":
+        sec, count, peak = step_time(_tnt(args, chunk, length), args, length)
         serial = s_l // chunk + -(-length // args.global_chunk)
+        name = f"TNT C_L={{{chunk}}}"
+      else:
+        (sec, count, peak), serial, name = step_time(_attention(args), args, length), 0, kind
       if kind == "Titans" and chunk == args.chunks[0]:
         base = sec
-      name = f"{kind} C={chunk}" if kind == "Titans" else f"TNT C_L={{{chunk}}}"
-      rows.append([length, name, count, serial, sec * 1e3, base / sec])
+      mb = "-" if peak is None else round(peak / 2**20, 1)
+      if sec is None:
+        rows.append([length, name, count, serial, f"not run: plan > {args.max_gb} GB", mb, "-"])
+        print(f"  skipped L={length} {name}: planned peak {mb} MB", flush=True)
+        continue
+      rows.append([length, name, count, serial, sec * 1e3, mb,
+                   "-" if base is None else base / sec])
       print(f"  measured L={length} {name}: {sec * 1e3:.1f} ms", flush=True)
   header = ["L", "model", "params", "serial chunk steps / layer", "step ms (fwd+bwd)",
-            f"speedup vs Titans C={args.chunks[0]}"]
+            "planned peak MB", f"speedup vs Titans C={args.chunks[0]}"]
   return common.print_table(header, rows)
 
 
@@ -100,12 +123,14 @@ def plot_table(table: str, path: str) -> None:
   series: dict[str, list[tuple[int, float]]] = {}
   for line in table.splitlines()[2:]:
     cells = [c.strip() for c in line.strip("|").split("|")]
-    series.setdefault(cells[1], []).append((int(cells[0]), float(cells[4])))
+    if not cells[4].startswith("not run"):
+      series.setdefault(cells[1], []).append((int(cells[0]), float(cells[4])))
   fig, ax = plt.subplots(figsize=(6, 4))
   for name, pts in series.items():
-    ax.plot(*zip(*pts), marker="o", ls="--" if name.startswith("Titans") else "-", label=name)
+    ls = {"Titans": "--", "Attention": ":"}.get(name.split()[0], "-")
+    ax.plot(*zip(*pts), marker="o", ls=ls, label=name)
   ax.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="fwd+bwd step (ms)",
-         title="TNT vs Titans: training step time (CPU)")
+         title="TNT vs Titans vs attention: training step time (CPU)")
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -127,6 +152,10 @@ def parse(argv=None):
   p.add_argument("--steps", type=int, default=3, help="timed steps (median)")
   p.add_argument("--max_seconds", type=float, default=20.0, help="stop timing a row early")
   p.add_argument("--plot", default="", help="save a step-time plot (PNG) to this path")
+  p.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
+                 help="also time full causal attention of the same width")
+  p.add_argument("--max_gb", type=float, default=12.0,
+                 help="skip a row whose compiled step plans more memory than this")
   args = p.parse_args(argv)
   if args.smoke:
     args.lengths, args.chunks, args.global_chunk, args.shard_length = [64], [8], 32, 16
