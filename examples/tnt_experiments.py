@@ -2,6 +2,7 @@
 
   python -m examples.tnt_experiments --experiment=time_to_target  # Titans C and TNT C_L sweep
   python -m examples.tnt_experiments --experiment=chunk_sweep     # every model at every chunk
+  python -m examples.tnt_experiments --experiment=quality         # bits/byte, ablations
   python -m examples.tnt_experiments --experiment=time_to_target --smoke
 
 Config and the experiments' definitions: tnx/configs/tnt_experiments.py. Writes
@@ -51,26 +52,40 @@ def fmt(s: dict[str, Any], spec: str = ".1f") -> str:
   return text if s["n"] == s["of"] else f"{text} ({s['n']}/{s['of']} seeds)"
 
 
+def tnt_arm(where: mlc.ConfigDict, name: str, local_chunks: tuple[int, ...],
+            **fields: Any) -> mlc.ConfigDict:
+  """TNT stage 1 of the main job (C_G, S_L from `job`) with these local chunks and TNT
+  fields (e.g. use_global=False)."""
+  job = where.job
+  cfg = tnt_lm.model_cfg(where, name, model__mixers="tnt", train__steps=job.stage1_steps,
+                         train__chunk_sweep=where.exp.sweep_chunks)
+  mem = cfg.model.memory.tnt
+  mem.global_chunk_size, mem.shard_length = job.tnt_global_chunk, job.tnt_shard_length
+  mem.local_chunk_sizes = tuple(local_chunks)
+  for key, value in fields.items():
+    mem[key] = value
+  return cfg
+
+
+def baseline_arm(where: mlc.ConfigDict, name: str, mixers: str, target: int,
+                 **changes: Any) -> mlc.ConfigDict:
+  """A non-TNT LM of the main job's size, its MLP widened to `target` parameters."""
+  cfg = tnt_lm.model_cfg(where, name, model__mixers=mixers, train__steps=where.job.stage1_steps,
+                         train__chunk_sweep="" if mixers in ("attention", "swa")
+                         else where.exp.sweep_chunks, **changes)
+  return tnt_lm.match_params(cfg, target)
+
+
 def arm_configs(base: mlc.ConfigDict, root: Any) -> dict[str, mlc.ConfigDict]:
   """{arm: config without seed}: Titans at every exp.titans_chunks C and TNT stage 1 at
   every exp.tnt_local_chunks C_L, Titans' MLP widened to TNT's parameter count."""
-  job, exp = base.job, base.exp
   where = copy.deepcopy(base)
   where.workdir = str(root)
-  arms: dict[str, mlc.ConfigDict] = {}
-  for c_l in ints(exp.tnt_local_chunks):
-    cfg = tnt_lm.model_cfg(where, f"tnt_CL{c_l}", model__mixers="tnt",
-                           train__steps=job.stage1_steps, train__chunk_sweep=exp.sweep_chunks)
-    mem = cfg.model.memory.tnt
-    mem.global_chunk_size, mem.shard_length = job.tnt_global_chunk, job.tnt_shard_length
-    mem.local_chunk_sizes = (c_l,)
-    arms[f"tnt_CL{c_l}"] = cfg
+  arms = {f"tnt_CL{c}": tnt_arm(where, f"tnt_CL{c}", (c,)) for c in ints(base.exp.tnt_local_chunks)}
   target = tnt_lm.count(next(iter(arms.values())))
-  for c in ints(exp.titans_chunks):
-    cfg = tnt_lm.model_cfg(where, f"titans_C{c}", model__mixers="titans",
-                           train__steps=job.stage1_steps, train__chunk_sweep=exp.sweep_chunks)
-    cfg.model.memory.titans.chunk_size = c
-    arms[f"titans_C{c}"] = tnt_lm.match_params(cfg, target)
+  for c in ints(base.exp.titans_chunks):
+    arms[f"titans_C{c}"] = baseline_arm(where, f"titans_C{c}", "titans", target,
+                                        model__memory__titans__chunk_size=c)
   return dict(sorted(arms.items(), key=lambda kv: (not kv[0].startswith("titans"),
                                                    int(kv[0].split("C")[-1].lstrip("L")))))
 
@@ -177,10 +192,23 @@ def plot_curves(runs: dict[str, list[dict[str, Any]]], step_s: dict[str, float],
   plt.close(fig)
 
 
+def stage2_config(base: mlc.ConfigDict, stage1: mlc.ConfigDict, workdir: Any
+                  ) -> mlc.ConfigDict:
+  """Stage 2 of a seeded TNT stage-1 run: its parameters, `job.stage2_local_chunks`,
+  `job.stage2_steps` at peak lr x `job.stage2_lr_scale`."""
+  job = base.job
+  c2 = copy.deepcopy(stage1)
+  c2.train.init_from, c2.workdir = stage1.workdir, str(workdir)
+  c2.train.steps = job.stage2_steps
+  c2.model.memory.tnt.local_chunk_sizes = tuple(ints(job.stage2_local_chunks))
+  c2.opt.peak_lr = base.opt.peak_lr * job.stage2_lr_scale
+  c2.opt.warmup_steps = min(base.opt.warmup_steps, max(1, job.stage2_steps // 5))
+  return c2
+
+
 def chunk_sweep(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
   arms = arm_configs(base, paths.path(base.workdir) / "time_to_target")
   seeds, sweep = ints(base.exp.seeds), ints(base.exp.sweep_chunks)
-  stage2_chunks = tuple(ints(base.job.stage2_local_chunks))
   stage2_root = paths.path(base.workdir) / "chunk_sweep"
   rows = {}
   for a, cfg in arms.items():
@@ -188,15 +216,8 @@ def chunk_sweep(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
     rows[a] = {"trained_at": stage1[0]["chunk"], "runs": stage1}
     if not a.startswith("tnt"):
       continue
-    s2 = []
-    for s in seeds:
-      c2 = seeded(cfg, s)
-      c2.train.init_from, c2.workdir = c2.workdir, str(stage2_root / f"{a}_stage2" / f"seed{s}")
-      c2.train.steps = base.job.stage2_steps
-      c2.model.memory.tnt.local_chunk_sizes = stage2_chunks
-      c2.opt.peak_lr = base.opt.peak_lr * base.job.stage2_lr_scale
-      c2.opt.warmup_steps = min(base.opt.warmup_steps, max(1, base.job.stage2_steps // 5))
-      s2.append(run(c2))
+    s2 = [run(stage2_config(base, seeded(cfg, s), stage2_root / f"{a}_stage2" / f"seed{s}"))
+          for s in seeds]
     rows[f"{a} + stage 2"] = {"trained_at": s2[0]["chunk"], "runs": s2}
   table = {a: {c: spread([r["sweep_bpb"].get(c) for r in v["runs"]]) for c in sweep}
            for a, v in rows.items()}
@@ -211,6 +232,94 @@ def chunk_sweep(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
           "bpb": {a: {str(c): s for c, s in t.items()} for a, t in table.items()}}
 
 
+QUALITY_ARMS = {
+    "titans_C<c>": "Titans at chunk c",
+    "ttt_mlp": "TTT-MLP (mini-batch 16)",
+    "attention": "full causal attention",
+    "swa": "sliding-window attention, window S_L",
+    "tnt_CL<c>": "TNT stage 1, one local memory at C_L = c",
+    "tnt_L2": "TNT, locals {C/2, C} (C = job.tnt_local_chunks)",
+    "tnt_L4": "TNT, locals {C/4, C/2, C, 2C}",
+    "tnt_no_global": "TNT without the global memory",
+    "tnt_no_qk": "TNT without the Q-K projection",
+    "tnt_no_reset": "TNT without resets (S_L = L)",
+    "tnt_CL<c>_stage2": "TNT {c} + stage 2 (chunk_sweep's run)",
+}
+
+
+def quality_config(base: mlc.ConfigDict, name: str, seed: int) -> mlc.ConfigDict:
+  """The seeded config of quality arm `name` (QUALITY_ARMS); arms that time_to_target or
+  chunk_sweep define keep their run directories, so their runs are reused."""
+  root = paths.path(base.workdir)
+  if name.endswith("_stage2"):
+    stage1 = name[:-len("_stage2")]
+    if not stage1.startswith("tnt_CL"):
+      raise ValueError(f"exp.quality_arms: {name!r} must be tnt_CL<c>_stage2")
+    return stage2_config(base, quality_config(base, stage1, seed),
+                         root / "chunk_sweep" / f"{stage1}_stage2" / f"seed{seed}")
+  where = copy.deepcopy(base)
+  where.workdir = str(root / "time_to_target")   # the runs time_to_target makes (or would)
+  main_chunk = ints(base.job.tnt_local_chunks)[0]
+  if name.startswith("tnt_CL"):
+    return seeded(tnt_arm(where, name, (int(name[len("tnt_CL"):]),)), seed)
+  target = tnt_lm.count(tnt_arm(where, "tnt", (main_chunk,)))
+  if name.startswith("titans_C"):
+    chunk = int(name[len("titans_C"):])
+    shared = chunk in ints(base.exp.titans_chunks)
+    if not shared:
+      where.workdir = str(root / "quality")
+    cfg = baseline_arm(where, name, "titans", target, model__memory__titans__chunk_size=chunk)
+    return seeded(cfg if shared else _quality_only(cfg), seed)
+  where.workdir = str(root / "quality")
+  shard, seq = base.job.tnt_shard_length, base.data.seq_len
+  if name in ("ttt_mlp", "attention"):
+    cfg = baseline_arm(where, name, name, target)
+  elif name == "swa":
+    cfg = baseline_arm(where, name, "swa", target, model__window=shard)
+  elif name in ("tnt_L2", "tnt_L4"):
+    n = int(name[-1])
+    chunks = (main_chunk // 2, main_chunk) if n == 2 else (
+        main_chunk // 4, main_chunk // 2, main_chunk, 2 * main_chunk)
+    cfg = tnt_lm.match_params(tnt_arm(where, name, chunks), target)
+  elif name == "tnt_no_global":
+    cfg = tnt_lm.match_params(tnt_arm(where, name, (main_chunk,), use_global=False), target)
+  elif name == "tnt_no_qk":
+    cfg = tnt_arm(where, name, (main_chunk,), qk_projection=False)
+  elif name == "tnt_no_reset":
+    cfg = tnt_arm(where, name, (main_chunk,), shard_length=seq)
+  else:
+    raise ValueError(f"exp.quality_arms: unknown arm {name!r}; expected one of "
+                     f"{list(QUALITY_ARMS)}")
+  return seeded(_quality_only(cfg), seed)
+
+
+def _quality_only(cfg: mlc.ConfigDict) -> mlc.ConfigDict:
+  cfg.train.chunk_sweep = ""  # no evaluation at other chunk sizes
+  return cfg
+
+
+def quality(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
+  names = config_lib.split_list(base.exp.quality_arms)
+  seeds = ints(base.exp.quality_seeds)
+  configs = {n: [quality_config(base, n, s) for s in seeds] for n in names}  # all valid first
+  rows = {}
+  for n, cfgs in configs.items():
+    rs = [run(c) for c in cfgs]
+    rows[n] = {"chunk": rs[0]["chunk"], "params": rs[0]["params"],
+               "bpb": spread([r["bpb"] for r in rs]), "per_seed_bpb": [r["bpb"] for r in rs]}
+  ref = rows[names[0]]["bpb"]["mean"]
+  lines = [f"Validation bits/byte at equal tokens ({base.job.stage1_steps} steps of "
+           f"{base.data.global_batch * base.data.seq_len:,} bytes; stage 2 adds "
+           f"{base.job.stage2_steps} steps), mean [min, max] over seeds {seeds}; "
+           f"difference to {names[0]}.", "",
+           f"| arm | memories / chunks | params | val bits/byte | vs {names[0]} |",
+           "|---" * 5 + "|"]
+  for n, r in rows.items():
+    lines.append(f"| {n} | {r['chunk']} | {r['params']:,} | {fmt(r['bpb'], '.4f')} | "
+                 f"{r['bpb']['mean'] - ref:+.4f} |")
+  return {"seeds": seeds, "rows": rows, "table": "\n".join(lines)}
+
+
 def main(argv: list[str]) -> dict[str, Any]:
   base, _ = config_lib.parse_args(argv, default="tnt_experiments")
   validation.one_of("experiment", base.experiment, EXPERIMENTS)
@@ -220,8 +329,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     import jax
     jax.config.update("jax_compilation_cache_dir", str(paths.path(base.workdir) / "jax_cache"))
   t0 = time.perf_counter()
-  res = {"time_to_target": time_to_target, "chunk_sweep": chunk_sweep}[base.experiment](base,
-                                                                                      out)
+  experiment = {"time_to_target": time_to_target, "chunk_sweep": chunk_sweep,
+                "quality": quality}[base.experiment]
+  res = experiment(base, out)
   res["wall_s"] = time.perf_counter() - t0
   text = (f"### {base.experiment}: wall {res['wall_s']:.0f} s (reused runs not counted)\n\n"
           + res["table"] + "\n")

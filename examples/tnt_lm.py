@@ -135,10 +135,11 @@ def chunk_label(cfg: mlc.ConfigDict) -> tuple[str, int | None]:
   if kind == "tnt":
     t = mem.tnt
     shard = min(t.shard_length, seq)
+    glob = t.get("use_global", True)
     label = ("C_L=" + ",".join(map(str, t.local_chunk_sizes)) +
-             f" C_G={t.global_chunk_size} S_L={t.shard_length}")
-    return label, ceil(seq, t.global_chunk_size) + max(ceil(shard, c)
-                                                       for c in t.local_chunk_sizes)
+             (f" C_G={t.global_chunk_size}" if glob else " no global") + f" S_L={t.shard_length}")
+    return label, (ceil(seq, t.global_chunk_size) if glob else 0) + max(
+        ceil(shard, c) for c in t.local_chunk_sizes)
   if kind == "titans":
     return f"C={mem.titans.chunk_size}", ceil(seq, mem.titans.chunk_size)
   return "-", None

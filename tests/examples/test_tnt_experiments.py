@@ -25,6 +25,26 @@ def test_arms_have_equal_params_and_their_chunks(tmp_path):
   assert full.model.memory.tnt.global_lr_max == 0.002   # the main job's TNT
 
 
+def test_quality_arms_reuse_the_other_experiments_runs(tmp_path):
+  base, _ = config.parse_args(["--smoke", f"--config.workdir={tmp_path}"],
+                              default="tnt_experiments")
+  q = lambda name: tx.quality_config(base, name, 1)
+  assert q("titans_C2").workdir == str(tmp_path / "time_to_target" / "titans_C2" / "seed1")
+  s2 = q("tnt_CL4_stage2")
+  assert s2.workdir == str(tmp_path / "chunk_sweep" / "tnt_CL4_stage2" / "seed1")
+  assert s2.train.init_from == str(tmp_path / "time_to_target" / "tnt_CL4" / "seed1")
+  assert s2.model.memory.tnt.local_chunk_sizes == (2,) and s2.train.steps == 2
+  mem = lambda name: q(name).model.memory.tnt
+  assert mem("tnt_L4").local_chunk_sizes == (1, 2, 4, 8)   # C = job.tnt_local_chunks = 4
+  assert mem("tnt_no_reset").shard_length == base.data.seq_len
+  assert not mem("tnt_no_global").use_global and not mem("tnt_no_qk").qk_projection
+  swa = q("swa")
+  assert swa.model.mixers == "swa" and swa.model.window == base.job.tnt_shard_length
+  assert swa.workdir == str(tmp_path / "quality" / "swa" / "seed1")
+  with pytest.raises(ValueError, match="unknown arm 'mamba'"):
+    q("mamba")
+
+
 def test_spread_and_format():
   s = tx.spread([3.0, None, 1.0])
   assert (s["mean"], s["min"], s["max"], s["n"], s["of"]) == (2.0, 1.0, 3.0, 2, 3)
@@ -87,5 +107,11 @@ def test_smoke_runs_both_experiments(tmp_path):
   assert sweep["bpb"]["tnt_CL4"]["4"]["mean"] == pytest.approx(
       rows["tnt_CL4"]["sweep_bpb"][4]["mean"], rel=1e-12)
   assert (tmp_path / "chunk_sweep" / "tnt_CL4_stage2" / "seed0" / "summary.json").exists()
+  q = tx.main(["--experiment=quality", *args,
+                "--config.exp.quality_arms=titans_C2,tnt_CL4_stage2,tnt_no_qk"])
+  assert q["rows"]["titans_C2"]["bpb"]["mean"] == rows["titans_C2"]["bpb"]["mean"]  # reused
+  assert q["rows"]["tnt_CL4_stage2"]["bpb"]["mean"] == pytest.approx(
+      sweep["bpb"]["tnt_CL4 + stage 2"]["2"]["mean"], abs=0.05)
+  assert (tmp_path / "quality" / "tnt_no_qk" / "seed0" / "summary.json").exists()
   with pytest.raises(ValueError, match="experiment"):
     tx.main(["--experiment=table9", *args])

@@ -17,6 +17,12 @@ Every arm is the main job's LM (tnx/configs/tnt_lm.py: D = 64, 2 layers, L = 204
   stage 2 at `job.stage2_local_chunks` for `job.stage2_steps` (peak lr x
   `job.stage2_lr_scale`), evaluated at every chunk in `exp.sweep_chunks`; the table puts
   every model's validation bits/byte at every inference chunk, before and after stage 2.
+* quality: validation bits/byte at equal tokens (Tables 2-3 analogue) of the arms in
+  `exp.quality_arms` (names in examples.tnt_experiments.QUALITY_ARMS: Titans C = 8 and 256,
+  TTT-MLP, attention, sliding-window attention (window = S_L), TNT with 1, 2 and 4 local
+  memories, TNT without the global memory, without the Q-K projection and without resets,
+  TNT stage 2), equal parameter counts, seeds `exp.quality_seeds`; runs that time_to_target
+  or chunk_sweep trained are reused.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import ml_collections as mlc
 
 from tnx.configs import tnt_lm
 
-EXPERIMENTS = ("time_to_target", "chunk_sweep")
+EXPERIMENTS = ("time_to_target", "chunk_sweep", "quality")
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -41,5 +47,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.exp.seeds = "0,1" if smoke else "0,1,2"
   c.exp.baseline_chunk = 2 if smoke else 8   # the target is this Titans arm's quality
   c.exp.sweep_chunks = "2,4" if smoke else "8,16,32,64"
+  c.exp.quality_arms = ("titans_C2,attention,tnt_L2,tnt_no_global" if smoke else
+                        "titans_C8,titans_C256,ttt_mlp,attention,swa,tnt_CL64,tnt_L2,tnt_L4,"
+                        "tnt_no_global,tnt_no_qk,tnt_no_reset,tnt_CL64_stage2")
+  c.exp.quality_seeds = "0"
   c.job.compile_cache = True                 # the seeds of an arm share its compilations
   return c
