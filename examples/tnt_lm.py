@@ -43,8 +43,10 @@ from tnx.train import metrics as metrics_lib
 from tnx.train import optim, paths, steps, trainer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-FULL_EXPERIMENTS = ("docs/tnt.md (method, tests, step time against sequence length: "
-                    "python -m benchmarks.tnt) and docs/tnt_lm.md (this job, the regimes tried)")
+FULL_EXPERIMENTS = ("python -m examples.tnt_experiments --experiment=time_to_target|"
+                    "chunk_sweep|quality (Titans C and TNT C_L over 3 seeds, every model at "
+                    "every chunk, ablations; docs/tnt.md), python -m benchmarks.tnt (step time "
+                    "against sequence length) and docs/tnt_lm.md (this job, the regimes tried)")
 
 
 def model_cfg(base: mlc.ConfigDict, name: str, **changes: Any) -> mlc.ConfigDict:
