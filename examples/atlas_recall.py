@@ -1,0 +1,269 @@
+"""Recall of trained memory LMs on MQAR and needle-in-a-haystack at equal parameter count.
+
+Models (pure memory LMs, every layer's mixer is the memory, `MODELS`): Titans (LMM, MLP memory
+on the raw keys, momentum, forget gate, window 1), OmegaNet (Omega rule with window c = 4,
+polynomial features, GD), Atlas (the same with Muon: momentum + Newton-Schulz-5) and
+DeepTransformer (Hebbian loss, truncated exponential features, no retention), arXiv 2505.23735
+Sec. 3-5. Their outer MLP widths F are set so that all have the parameter count of the largest.
+
+Tasks (tnx.train.data): MQAR with `job.pairs` key-value pairs at a fixed L (one training run
+per pair count), and a single needle trained at L = data.seq_len and evaluated at
+`job.needle_lengths` (L/2 ... 4L). Recall = exact-match (argmax) accuracy on the query
+positions (the positions with loss weight > 0) of a fixed held-out set: the first
+`train.eval_batches` batches of the validation split (its own seed). Also reported: the share
+of sequences whose every query is recalled.
+
+  python -m examples.atlas_recall            # the job (config: tnx/configs/atlas_recall.py)
+  python -m examples.atlas_recall --smoke    # the wiring, seconds
+  python -m examples.atlas_recall --docs     # also copy atlas_recall.png into docs/
+
+Writes under config.workdir: one run directory per model and task (checkpoints, metrics.jsonl,
+summary.json), results.json, results.md and atlas_recall.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+from flax import nnx
+
+from tnx.models import LM, param_counts
+from tnx.train import config as config_lib
+from tnx.train import data as data_lib
+from tnx.train import paths, trainer
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+# name -> (LM mixer, ATLAS variant or None)
+MODELS = {"titans": ("titans", None), "omeganet": ("atlas", "omeganet"),
+          "atlas": ("atlas", "atlas"), "deep_transformer": ("atlas", "deep_transformer")}
+
+
+# ---------------------------------------------------------------------- the metric
+def recall_counts(pred_BxL: np.ndarray, targets_BxL: np.ndarray, weights_BxL: np.ndarray
+                  ) -> dict[str, int]:
+  """Counts of exact recall at the query positions (weight > 0): correct queries, queries,
+  sequences with every query correct, sequences with at least one query."""
+  query = np.asarray(weights_BxL) > 0
+  hit = (np.asarray(pred_BxL) == np.asarray(targets_BxL)) & query
+  has_query = query.any(-1)
+  all_hit = (hit.sum(-1) == query.sum(-1)) & has_query
+  return {"correct": int(hit.sum()), "queries": int(query.sum()),
+          "sequences_correct": int(all_hit.sum()), "sequences": int(has_query.sum())}
+
+
+def recall(graphdef: Any, params: Any, rest: Any, batches: list[dict[str, np.ndarray]]
+           ) -> dict[str, float]:
+  """Query accuracy and whole-sequence exact match of the model over `batches`."""
+  predict = jax.jit(lambda p, r, x: jnp.argmax(nnx.merge(graphdef, p, r)(x), axis=-1))
+  total = dict.fromkeys(("correct", "queries", "sequences_correct", "sequences"), 0)
+  for b in batches:
+    counts = recall_counts(np.asarray(predict(params, rest, b["inputs"])), b["targets"],
+                           b["weights"])
+    total = {k: total[k] + counts[k] for k in total}
+  if not total["queries"]:
+    raise ValueError("recall batches hold no query positions (all weights are 0)")
+  return {"accuracy": total["correct"] / total["queries"],
+          "sequence_accuracy": total["sequences_correct"] / total["sequences"],
+          "queries": total["queries"]}
+
+
+# ---------------------------------------------------------------------- configs
+def count(cfg: mlc.ConfigDict) -> int:
+  lm = config_lib.validate(cfg)
+  return param_counts(nnx.eval_shape(lambda: LM(lm, rngs=nnx.Rngs(0))))["total"]
+
+
+def model_config(base: mlc.ConfigDict, name: str) -> mlc.ConfigDict:
+  if name not in MODELS:
+    raise ValueError(f"job.models: {name!r} is not a model; expected names from "
+                     f"{sorted(MODELS)}")
+  cfg = copy.deepcopy(base)
+  mixer, variant = MODELS[name]
+  cfg.model.mixers = mixer
+  if variant:
+    cfg.model.memory.atlas.variant = variant
+    bounds = dict(item.split(":") for item in data_lib.config_list(base.job.atlas_lr_max))
+    if variant in bounds:
+      cfg.model.memory.atlas.lr_max = float(bounds[variant])
+  return cfg
+
+
+def match_width(cfg: mlc.ConfigDict, target: int) -> mlc.ConfigDict:
+  """Sets cfg.model.mlp_hidden to the F >= 1 whose count is closest to `target`: the count is
+  affine in F (3 D F weights per layer's gated MLP), so two counts give it exactly."""
+  at = {}
+  for f in (8, 16):
+    cfg.model.mlp_hidden = f
+    at[f] = count(cfg)
+  slope = (at[16] - at[8]) / 8
+  cfg.model.mlp_hidden = max(1, round(8 + (target - at[8]) / slope))
+  return cfg
+
+
+def build_models(base: mlc.ConfigDict) -> dict[str, mlc.ConfigDict]:
+  """{model name: config} with equal parameter counts (the largest default model's)."""
+  names = list(data_lib.config_list(base.job.models))
+  cfgs = {n: model_config(base, n) for n in names}
+  target = max(count(c) for c in cfgs.values())
+  return {n: match_width(c, target) if count(c) != target else c for n, c in cfgs.items()}
+
+
+def task_config(cfg: mlc.ConfigDict, model: str, task: str, pairs: int = 0) -> mlc.ConfigDict:
+  run = copy.deepcopy(cfg)
+  run.data.source = task
+  if task == "mqar":
+    run.data.mqar_pairs = pairs
+  run.workdir = str(paths.path(cfg.workdir) / model / (f"mqar_{pairs}" if pairs else task))
+  return run
+
+
+# ---------------------------------------------------------------------- runs
+def train_and_recall(cfg: mlc.ConfigDict, resume: bool, lengths: list[int]
+                     ) -> dict[str, Any]:
+  """Trains one run (or, with `resume`, finishes it) and measures its recall: on the trainer's
+  fixed validation batches, and for the needle at every length in `lengths`."""
+  started = (paths.path(cfg.workdir) / "checkpoints").exists()
+  if started and not resume:
+    raise SystemExit(f"{cfg.workdir} exists already; pass --resume to finish the job, remove "
+                     "it, or set --config.workdir")
+  cfg.train.resume = started
+  t0 = time.perf_counter()
+  failures = []
+  while True:
+    try:
+      s = trainer.train(cfg)
+      break
+    except FloatingPointError as e:  # a non-finite step: the trainer's recovery, a fresh
+      failures.append(f"peak_lr {cfg.opt.peak_lr:g}: {str(e).split(';')[0]}")  # start at a
+      if len(failures) > cfg.job.nan_retries:            # lower lr, at most nan_retries times
+        return {"diverged": failures, "wall_s": time.perf_counter() - t0}
+      cfg.opt.peak_lr *= cfg.train.nan_lr_scale
+      cfg.workdir = f"{cfg.workdir}_lr{cfg.opt.peak_lr:g}"
+      cfg.train.resume = (paths.path(cfg.workdir) / "checkpoints").exists()
+  lm = config_lib.validate(cfg)
+  params, rest = s["state"]["params"], s["state"]["rest"]
+  b, n = cfg.data.global_batch, cfg.train.eval_batches
+  out = {"params": s["params"]["total"], "mlp_hidden": lm.hidden, "peak_lr": cfg.opt.peak_lr,
+         "restarts": failures,
+         "train_loss": s["train_losses"][-1][1] if s["train_losses"] else None,
+         "eval_loss": s["eval"]["loss"], "trainer_accuracy": s["eval"]["accuracy"],
+         "train_step_s": s.get("train_step_s"), "compile_s": s.get("compile_s")}
+  for length in lengths or [cfg.data.seq_len]:
+    src = data_lib.make_source(cfg.data, length, lm.vocab_size, "validation")
+    out[f"L={length}"] = recall(s["graphdef"], params, rest, data_lib.eval_batches(src, b, n))
+  out["wall_s"] = time.perf_counter() - t0
+  return out
+
+
+def cell(r: dict[str, Any], key: str) -> str:
+  if "diverged" in r:
+    return "diverged"
+  m = r[key]
+  mark = "*" * len(r.get("restarts", []))  # restarted at a lower lr after a non-finite step
+  return f"{100 * m['accuracy']:.1f} ({100 * m['sequence_accuracy']:.0f}){mark}"
+
+
+def table(results: dict[str, dict[str, Any]], pairs: list[int], lengths: list[int],
+          seq_len: int) -> str:
+  head = (["model", "params", "F"] + [f"MQAR {p} pairs" for p in pairs]
+          + [f"needle L={n}" for n in lengths] + ["train s"])
+  lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+  for name, r in results.items():
+    runs = [r[f"mqar_{p}"] for p in pairs] + [r["needle"]]
+    ok = next((x for x in runs if "params" in x), {})
+    row = [name, f"{ok.get('params', 0):,}", str(ok.get("mlp_hidden", "-"))]
+    row += [cell(r[f"mqar_{p}"], f"L={seq_len}") for p in pairs]
+    row += [cell(r["needle"], f"L={n}") for n in lengths]
+    row.append(f"{sum(x['wall_s'] for x in runs):.0f}")
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines)
+
+
+def plot(results: dict[str, dict[str, Any]], pairs: list[int], lengths: list[int],
+         seq_len: int, vocab: int, path: Any) -> None:
+  """Recall accuracy against MQAR pairs (left) and needle length (right)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+  acc = lambda r, key: np.nan if "diverged" in r else 100 * r[key]["accuracy"]
+  for name, r in results.items():
+    ax1.plot(pairs, [acc(r[f"mqar_{p}"], f"L={seq_len}") for p in pairs], marker="o",
+             label=name)
+    ax2.plot(lengths, [acc(r["needle"], f"L={n}") for n in lengths], marker="o", label=name)
+  ax1.axhline(200 / vocab, color="gray", ls=":", lw=0.8, label=f"chance (1/{vocab // 2})")
+  ax2.axhline(400 / vocab, color="gray", ls=":", lw=0.8, label=f"chance (1/{vocab // 4})")
+  ax2.axvline(seq_len, color="gray", ls="--", lw=0.8, label="training length")
+  ax1.set_xscale("log", base=2)
+  ax2.set_xscale("log", base=2)
+  ax1.set_xlabel(f"MQAR key-value pairs (L = {seq_len})")
+  ax2.set_xlabel("needle sequence length L")
+  ax1.set_ylabel("recall accuracy on held-out queries (%)")
+  for ax in (ax1, ax2):
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle("Trained memory LMs at equal parameter count: recall")
+  fig.tight_layout()
+  paths.save_figure(fig, path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  base, resume = config_lib.parse_args(sys.argv[1:] if argv is None else argv,
+                                       default="atlas_recall")
+  out = paths.path(base.workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  if base.job.compile_cache and paths.is_local(out):
+    jax.config.update("jax_compilation_cache_dir", str(out / "jax_cache"))
+  pairs = [int(p) for p in data_lib.config_list(base.job.pairs)]
+  lengths = [int(n) for n in data_lib.config_list(base.job.needle_lengths)]
+  t0 = time.perf_counter()
+  results: dict[str, dict[str, Any]] = {}
+  for name, cfg in build_models(base).items():
+    results[name] = {}
+    tasks = [("mqar", p) for p in pairs] + [("needle", 0)]
+    for task, p in tasks:
+      run = task_config(cfg, name, task, p)
+      print(f"\n=== {name} {task} {p or ''} -> {run.workdir}", flush=True)
+      key = f"mqar_{p}" if p else "needle"
+      results[name][key] = train_and_recall(run, resume, lengths if task == "needle" else [])
+      print(f"=== {name} {key}: {json.dumps(results[name][key], default=str)}", flush=True)
+      paths.write_text(out / "results.json", json.dumps({"results": results}, default=str))
+  wall = time.perf_counter() - t0
+  text = table(results, pairs, lengths, base.data.seq_len)
+  v = base.model.vocab_size
+  text += (f"\n\nRecall accuracy (%) on the held-out queries ({base.train.eval_batches} "
+           f"batches of {base.data.global_batch}), in brackets the share of sequences with "
+           f"every query recalled (%). {base.train.steps} steps of batch "
+           f"{base.data.global_batch} per run, L = {base.data.seq_len}, "
+           f"{base.data.mqar_queries} MQAR queries per sequence; needle trained at "
+           f"L = {base.data.seq_len}. Chance: 1/{v // 2} (MQAR values), 1/{v // 4} (needle "
+           "values). * = restarted from scratch at peak_lr x train.nan_lr_scale after a "
+           "non-finite step (results.json: restarts). "
+           f"Seed {base.seed}. Job wall time {wall:.0f} s, load average "
+           f"{os.getloadavg()[0]:.1f} at the end.")
+  print("\n" + text, flush=True)
+  summary = {"results": results, "pairs": pairs, "needle_lengths": lengths,
+             "seq_len": base.data.seq_len, "steps": base.train.steps, "wall_s": wall}
+  paths.write_text(out / "results.json", json.dumps(summary, indent=1, default=str))
+  paths.write_text(out / "results.md", text + "\n")
+  plot(results, pairs, lengths, base.data.seq_len, base.model.vocab_size,
+       out / "atlas_recall.png")
+  if base.docs:
+    paths.copy_into([out / "atlas_recall.png"], DOCS)
+    print(f"copied atlas_recall.png into {DOCS}")
+  return summary
+
+
+if __name__ == "__main__":
+  main()
