@@ -165,7 +165,9 @@ def train_and_recall(cfg: mlc.ConfigDict, resume: bool, lengths: list[int]
   return out
 
 
-def cell(r: dict[str, Any], key: str) -> str:
+def cell(r: dict[str, Any] | None, key: str) -> str:
+  if r is None:
+    return "-"  # not run (an interrupted job's results.json)
   if "diverged" in r:
     return "diverged"
   m = r[key]
@@ -179,12 +181,12 @@ def table(results: dict[str, dict[str, Any]], pairs: list[int], lengths: list[in
           + [f"needle L={n}" for n in lengths] + ["train s"])
   lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
   for name, r in results.items():
-    runs = [r[f"mqar_{p}"] for p in pairs] + [r["needle"]]
-    ok = next((x for x in runs if "params" in x), {})
+    runs = [r.get(f"mqar_{p}") for p in pairs] + [r.get("needle")]
+    ok = next((x for x in runs if x and "params" in x), {})
     row = [name, f"{ok.get('params', 0):,}", str(ok.get("mlp_hidden", "-"))]
-    row += [cell(r[f"mqar_{p}"], f"L={seq_len}") for p in pairs]
-    row += [cell(r["needle"], f"L={n}") for n in lengths]
-    row.append(f"{sum(x['wall_s'] for x in runs):.0f}")
+    row += [cell(r.get(f"mqar_{p}"), f"L={seq_len}") for p in pairs]
+    row += [cell(r.get("needle"), f"L={n}") for n in lengths]
+    row.append(f"{sum(x['wall_s'] for x in runs if x):.0f}")
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
@@ -196,11 +198,12 @@ def plot(results: dict[str, dict[str, Any]], pairs: list[int], lengths: list[int
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-  acc = lambda r, key: np.nan if "diverged" in r else 100 * r[key]["accuracy"]
+  acc = lambda r, key: np.nan if not r or "diverged" in r else 100 * r[key]["accuracy"]
   for name, r in results.items():
-    ax1.plot(pairs, [acc(r[f"mqar_{p}"], f"L={seq_len}") for p in pairs], marker="o",
+    ax1.plot(pairs, [acc(r.get(f"mqar_{p}"), f"L={seq_len}") for p in pairs], marker="o",
              label=name)
-    ax2.plot(lengths, [acc(r["needle"], f"L={n}") for n in lengths], marker="o", label=name)
+    ax2.plot(lengths, [acc(r.get("needle"), f"L={n}") for n in lengths], marker="o",
+             label=name)
   ax1.axhline(200 / vocab, color="gray", ls=":", lw=0.8, label=f"chance (1/{vocab // 2})")
   ax2.axhline(400 / vocab, color="gray", ls=":", lw=0.8, label=f"chance (1/{vocab // 4})")
   ax2.axvline(seq_len, color="gray", ls="--", lw=0.8, label="training length")

@@ -66,7 +66,9 @@ def test_table_marks_diverged_runs():
         "L=8": {"accuracy": 0.5, "sequence_accuracy": 0.25}}
   res = {"m": {"mqar_2": ok, "mqar_4": {"diverged": "nan", "wall_s": 2.0},
                "needle": dict(ok, **{"L=16": {"accuracy": 1.0, "sequence_accuracy": 1.0}})}}
+  res["n"] = {"needle": res["m"]["needle"]}   # an interrupted job: MQAR runs missing
   md = example.table(res, [2, 4], [8, 16], 8).splitlines()
+  assert md[3] == "| n | 100 | 8 | - | - | 50.0 (25) | 100.0 (100) | 1 |"
   assert md[0] == ("| model | params | F | MQAR 2 pairs | MQAR 4 pairs | needle L=8 | "
                    "needle L=16 | train s |")
   assert md[2] == "| m | 100 | 8 | 50.0 (25) | diverged | 50.0 (25) | 100.0 (100) | 4 |"
