@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -36,20 +37,26 @@ def ints(text: Any) -> list[int]:
 
 
 def spread(values: list[float | None]) -> dict[str, Any]:
-  """Mean, min and max over seeds of the values that exist; n = how many exist."""
-  got = [v for v in values if v is not None]
+  """Mean, min and max over seeds of the finite values; n = how many, nonfinite = how many
+  were NaN/inf (a diverged evaluation), None = not reached / not measured."""
+  got = [v for v in values if v is not None and math.isfinite(v)]
+  bad = sum(v is not None and not math.isfinite(v) for v in values)
   if not got:
-    return {"mean": None, "min": None, "max": None, "n": 0, "of": len(values)}
+    return {"mean": None, "min": None, "max": None, "n": 0, "of": len(values),
+            "nonfinite": bad}
   return {"mean": float(np.mean(got)), "min": float(min(got)), "max": float(max(got)),
-          "n": len(got), "of": len(values)}
+          "n": len(got), "of": len(values), "nonfinite": bad}
 
 
 def fmt(s: dict[str, Any], spec: str = ".1f") -> str:
-  """'mean [min, max]' (and 'k/n reached' when some seeds did not get there)."""
+  """'mean [min, max]', with '(k/n seeds)' when some seeds did not get there and
+  '(j non-finite)' when some diverged."""
   if s["n"] == 0:
-    return "not reached"
+    return f"non-finite ({s['nonfinite']}/{s['of']})" if s.get("nonfinite") else "not reached"
   text = f"{s['mean']:{spec}} [{s['min']:{spec}}, {s['max']:{spec}}]"
-  return text if s["n"] == s["of"] else f"{text} ({s['n']}/{s['of']} seeds)"
+  if s["n"] < s["of"]:
+    text += f" ({s['n']}/{s['of']} seeds)"
+  return text + (f" ({s['nonfinite']} non-finite)" if s.get("nonfinite") else "")
 
 
 def tnt_arm(where: mlc.ConfigDict, name: str, local_chunks: tuple[int, ...],
@@ -129,33 +136,32 @@ def time_to_target(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
       {a: seeded(cfg, seeds[0]) for a, cfg in arms.items()}, int(base.job.timing_rounds),
       int(base.job.timing_steps))
   tokens_per_step = base.data.global_batch * base.data.seq_len
-  rows = {}
+  rows, times = {}, {}
   for a, rs in runs.items():
     steps_to = [tnt_lm.first_reach(r["val_curve"], target, "step") for r in rs]
+    times[a] = [None if n is None else n * step_s[a] for n in steps_to]
     rows[a] = {"chunk": rs[0]["chunk"], "serial_depth": rs[0]["serial_depth"],
                "params": rs[0]["params"], "step_s": step_s[a],
                "tokens_per_s": tokens_per_step / step_s[a],
-               "time_to_target_s": spread([None if n is None else n * step_s[a]
-                                           for n in steps_to]),
+               "time_to_target_s": spread(times[a]),
                "tokens_to_target": spread([None if n is None else n * tokens_per_step
                                            for n in steps_to]),
                "bpb": spread([r["bpb"] for r in rs]), "per_seed_bpb": [r["bpb"] for r in rs],
                "sweep_bpb": {c: spread([r["sweep_bpb"].get(c) for r in rs])
                              for c in ints(base.exp.sweep_chunks)}}
-  ref = rows[base_arm]["time_to_target_s"]["mean"]
-  for r in rows.values():
-    t = r["time_to_target_s"]["mean"]
-    r["speedup_vs_baseline"] = None if t is None or ref is None else ref / t
+  for a, r in rows.items():  # per seed: the baseline's time over the arm's, same seed
+    r["speedup_vs_baseline"] = spread([None if t is None or b is None else b / t
+                                       for b, t in zip(times[base_arm], times[a])])
   lines = [f"Target: validation loss {target:.4f} nats/byte (the highest of {base_arm}'s best "
-           f"validation losses over seeds {seeds}). Values: mean [min, max] over the seeds.",
+           f"validation losses over seeds {seeds}). Values: mean [min, max] over the seeds; "
+           "the speedup is taken per seed (the baseline's time over the arm's).",
            "", "| arm | chunks | serial depth | params | ms/step (round-robin) | tokens/s | "
            f"time to target s | speedup vs {base_arm} | tokens to target | val bits/byte |",
            "|---" * 10 + "|"]
   for a, r in rows.items():
-    sp = r["speedup_vs_baseline"]
     lines.append(f"| {a} | {r['chunk']} | {r['serial_depth']} | {r['params']:,} | "
                  f"{1e3 * r['step_s']:.0f} | {r['tokens_per_s']:,.0f} | "
-                 f"{fmt(r['time_to_target_s'])} | {'-' if sp is None else f'{sp:.2f}x'} | "
+                 f"{fmt(r['time_to_target_s'])} | {fmt(r['speedup_vs_baseline'], '.2f')} | "
                  f"{fmt(r['tokens_to_target'], ',.0f')} | {fmt(r['bpb'], '.4f')} |")
   plot_curves(runs, step_s, target, out / "curves.png")
   return {"target_loss": target, "seeds": seeds, "rows": rows, "table": "\n".join(lines),

@@ -47,10 +47,15 @@ def test_quality_arms_reuse_the_other_experiments_runs(tmp_path):
 
 def test_spread_and_format():
   s = tx.spread([3.0, None, 1.0])
-  assert (s["mean"], s["min"], s["max"], s["n"], s["of"]) == (2.0, 1.0, 3.0, 2, 3)
+  assert (s["mean"], s["min"], s["max"], s["n"], s["of"], s["nonfinite"]) == (
+      2.0, 1.0, 3.0, 2, 3, 0)
   assert tx.fmt(s) == "2.0 [1.0, 3.0] (2/3 seeds)"
   assert tx.fmt(tx.spread([None, None])) == "not reached"
   assert tx.fmt(tx.spread([0.5, 1.5]), ".2f") == "1.00 [0.50, 1.50]"
+  diverged = tx.spread([float("nan"), 2.0, float("inf")])
+  assert (diverged["mean"], diverged["n"], diverged["nonfinite"]) == (2.0, 1, 2)
+  assert tx.fmt(diverged) == "2.0 [2.0, 2.0] (1/3 seeds) (2 non-finite)"
+  assert tx.fmt(tx.spread([float("nan")])) == "non-finite (1/1)"
 
 
 def test_time_to_target_arithmetic(tmp_path, monkeypatch):
@@ -78,8 +83,11 @@ def test_time_to_target_arithmetic(tmp_path, monkeypatch):
   assert t["time_to_target_s"]["mean"] == pytest.approx(2.0 * (3.5 + 4) / 2)
   assert t["tokens_to_target"]["min"] == pytest.approx(256 * 3.5)
   # TNT: seed 0 at step 2 (first evaluation), seed 1 never
-  assert n["time_to_target_s"] == {"mean": 2.0, "min": 2.0, "max": 2.0, "n": 1, "of": 2}
-  assert n["speedup_vs_baseline"] == pytest.approx(7.5 / 2.0)
+  assert n["time_to_target_s"] == {"mean": 2.0, "min": 2.0, "max": 2.0, "n": 1, "of": 2,
+                                   "nonfinite": 0}
+  # per seed: seed 0 only (seed 1 of TNT never reaches it): 7.0 s / 2.0 s
+  assert n["speedup_vs_baseline"]["mean"] == pytest.approx(3.5)
+  assert (n["speedup_vs_baseline"]["n"], t["speedup_vs_baseline"]["mean"]) == (1, 1.0)
   assert n["tokens_per_s"] == pytest.approx(256 / 1.0)
   assert "(1/2 seeds)" in res["table"] and (tmp_path / "curves.png").exists()
 
@@ -92,7 +100,7 @@ def test_smoke_runs_both_experiments(tmp_path):
   res = tx.main(["--experiment=time_to_target", *args])
   rows = res["rows"]
   assert set(rows) == {"titans_C2", "tnt_CL4"}
-  assert rows["titans_C2"]["speedup_vs_baseline"] == pytest.approx(1.0)
+  assert rows["titans_C2"]["speedup_vs_baseline"]["mean"] == pytest.approx(1.0)
   # the target is the worst seed's best loss of the baseline: every baseline seed reaches it
   assert rows["titans_C2"]["time_to_target_s"]["n"] == 1
   for r in rows.values():
