@@ -36,7 +36,9 @@ class UpdateRule:
     analytic_vjp: differentiate the per-token inner gradients with the written-out backward
       of `tnx.memory.chunk_vjp` where it applies (gd or momentum, window 1, a squared loss by
       name, a plain MLP or linear memory; see `uses_analytic_vjp`); False: JAX's autodiff of
-      `model.layer_grads` everywhere. Equal results either way.
+      `model.layer_grads` everywhere. Equal results either way; off by default because it
+      measured no faster than autodiff, which compiles to the same loop bodies (same dot and
+      fusion counts; docs/benchmarks.md).
   """
 
   window: int = 1
