@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from tnx import validation
-from tnx.memory import chunk_vjp, finite, gates
+from tnx.memory import finite, gates
 from tnx.memory import inner_optim as opt
 from tnx.memory import model as mm
 
@@ -33,12 +33,6 @@ class UpdateRule:
     ns_steps, ns_coeffs: Newton-Schulz steps (0: no orthogonalization) and coefficients.
     inner_loss: a name in `model.INNER_LOSSES` or a callable loss(pred [Dv], target [Dv]).
     retrieval: "intra_chunk" (read W_t) or "chunk_start" (read the anchor S_c).
-    analytic_vjp: differentiate the per-token inner gradients with the written-out backward
-      of `tnx.memory.chunk_vjp` where it applies (gd or momentum, window 1, a squared loss by
-      name, a plain MLP or linear memory; see `uses_analytic_vjp`); False: JAX's autodiff of
-      `model.layer_grads` everywhere. Equal results either way; off by default because it
-      measured no faster than autodiff, which compiles to the same loop bodies (same dot and
-      fusion counts; docs/benchmarks.md).
   """
 
   window: int = 1
@@ -48,7 +42,6 @@ class UpdateRule:
   ns_coeffs: tuple[float, float, float] = opt.QUINTIC
   inner_loss: mm.InnerLoss = "squared_l2"
   retrieval: str = "intra_chunk"
-  analytic_vjp: bool = False
 
   def __post_init__(self):
     validation.positive_int("window", self.window)
@@ -59,11 +52,6 @@ class UpdateRule:
       raise ValueError(f"ns_coeffs must be 3 numbers (a, b, c), got {self.ns_coeffs!r}")
     mm.resolve_loss(self.inner_loss)
     validation.one_of("retrieval", self.retrieval, RETRIEVALS)
-
-  def uses_analytic_vjp(self, cfg: mm.MemoryModelConfig) -> bool:
-    """Whether the chunk step takes its per-token gradients from `chunk_vjp.layer_grads`."""
-    return (self.analytic_vjp and self.window == 1 and self.optimizer in ("gd", "momentum")
-            and chunk_vjp.applies(cfg, self.inner_loss))
 
   @property
   def has_momentum(self) -> bool:
@@ -149,10 +137,7 @@ def chunk_step(cfg: mm.MemoryModelConfig, rule: UpdateRule, loss, check: bool, a
   ones = jnp.ones((n,), lr.dtype)
   ek, ev = jnp.concatenate([buf[0], k]), jnp.concatenate([buf[1], v])
   ew = jnp.concatenate([buf[2], ones if col_gate is None else col_gate])
-  if rule.uses_analytic_vjp(cfg):
-    a, d = chunk_vjp.layer_grads(cfg, rule.inner_loss, anchor, ek, ev, ln)
-  else:
-    a, d, _ = mm.layer_grads(cfg, anchor, ek, ev, loss, ln)
+  a, d, _ = mm.layer_grads(cfg, anchor, ek, ev, loss, ln)
   grad_bad = finite.nonfinite_rows(a + [x for d_l in d for x in d_l.values()], ek.shape[0])
   a = [finite.clean_rows(x, grad_bad) for x in a]
   # Token weights scale the gradients; window-owned gates go into the window matrix.
