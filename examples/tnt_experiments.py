@@ -30,6 +30,7 @@ from tnx import validation
 from tnx.configs.tnt_experiments import EXPERIMENTS
 from tnx.train import config as config_lib
 from tnx.train import paths, trainer
+from tnx.train import resume as resume_lib
 
 
 def ints(text: Any) -> list[int]:
@@ -104,15 +105,25 @@ def seeded(cfg: mlc.ConfigDict, seed: int) -> mlc.ConfigDict:
   return out
 
 
-def run(cfg: mlc.ConfigDict) -> dict[str, Any]:
-  """Trains `cfg` (or reuses its finished run) -> {summary fields, val_curve, chunk_sweep}."""
+def run(cfg: mlc.ConfigDict, diverged_ok: bool = False) -> dict[str, Any]:
+  """Trains `cfg` (or reuses its finished run) -> {summary fields, val_curve, chunk_sweep}.
+  diverged_ok: a run stopped by the NaN guard returns bpb NaN and `diverged_at_step`
+  instead of raising (the quality table reports it; a diverged run is not reused)."""
   done = paths.path(cfg.workdir) / "summary.json"
   if done.exists():
     summary = json.loads(done.read_text())
   else:
     print(f"\n=== {cfg.workdir}: {cfg.model.mixers}, seed {cfg.seed}", flush=True)
     cfg.train.resume = (paths.path(cfg.workdir) / "checkpoints").exists()
-    summary = {k: v for k, v in trainer.train(cfg).items() if k not in ("state", "graphdef")}
+    try:
+      summary = {k: v for k, v in trainer.train(cfg).items() if k not in ("state", "graphdef")}
+    except resume_lib.NonFiniteError as e:
+      if not diverged_ok:
+        raise
+      print(f"diverged: {e}", flush=True)  # a result of the arm: recorded as non-finite
+      return {"val_curve": [], "chunk": tnt_lm.chunk_label(cfg)[0], "serial_depth": None,
+              "params": tnt_lm.count(cfg), "bpb": float("nan"), "loss": float("nan"),
+              "compile_s": None, "sweep_bpb": {}, "diverged_at_step": e.step}
     summary = json.loads(json.dumps(summary, default=str))  # the form summary.json has
   chunk, depth = tnt_lm.chunk_label(cfg)
   sweep = {int(c): m["bits_per_byte"] for c, m in summary.get("chunk_sweep", {}).items()}
@@ -238,8 +249,10 @@ def chunk_sweep(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
           "bpb": {a: {str(c): s for c, s in t.items()} for a, t in table.items()}}
 
 
+LR_SCALE_FROM = 64  # Titans arms above this chunk get lr_max x 64 / C (C = 256 diverges at
+                    # step 1 with the main job's 0.02; docs/numerics.md: bound ~ 1 / C)
 QUALITY_ARMS = {
-    "titans_C<c>": "Titans at chunk c",
+    "titans_C<c>": "Titans at chunk c (lr_max x 64 / c above 64)",
     "ttt_mlp": "TTT-MLP (mini-batch 16)",
     "attention": "full causal attention",
     "swa": "sliding-window attention, window S_L",
@@ -275,6 +288,8 @@ def quality_config(base: mlc.ConfigDict, name: str, seed: int) -> mlc.ConfigDict
     if not shared:
       where.workdir = str(root / "quality")
     cfg = baseline_arm(where, name, "titans", target, model__memory__titans__chunk_size=chunk)
+    if chunk > LR_SCALE_FROM:  # a chunk step sums C gradients: the stable step goes as 1/C
+      cfg.model.memory.titans.lr_max = base.model.memory.titans.lr_max * LR_SCALE_FROM / chunk
     return seeded(cfg if shared else _quality_only(cfg), seed)
   where.workdir = str(root / "quality")
   shard, seq = base.job.tnt_shard_length, base.data.seq_len
@@ -310,9 +325,10 @@ def quality(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
   configs = {n: [quality_config(base, n, s) for s in seeds] for n in names}  # all valid first
   rows = {}
   for n, cfgs in configs.items():
-    rs = [run(c) for c in cfgs]
+    rs = [run(c, diverged_ok=True) for c in cfgs]
     rows[n] = {"chunk": rs[0]["chunk"], "params": rs[0]["params"],
-               "bpb": spread([r["bpb"] for r in rs]), "per_seed_bpb": [r["bpb"] for r in rs]}
+               "bpb": spread([r["bpb"] for r in rs]), "per_seed_bpb": [r["bpb"] for r in rs],
+               "diverged_at_step": [r.get("diverged_at_step") for r in rs]}
   ref = rows[names[0]]["bpb"]["mean"]
   lines = [f"Validation bits/byte at equal tokens ({base.job.stage1_steps} steps of "
            f"{base.data.global_batch * base.data.seq_len:,} bytes; stage 2 adds "
@@ -321,8 +337,8 @@ def quality(base: mlc.ConfigDict, out: Any) -> dict[str, Any]:
            f"| arm | memories / chunks | params | val bits/byte | vs {names[0]} |",
            "|---" * 5 + "|"]
   for n, r in rows.items():
-    lines.append(f"| {n} | {r['chunk']} | {r['params']:,} | {fmt(r['bpb'], '.4f')} | "
-                 f"{r['bpb']['mean'] - ref:+.4f} |")
+    gap = "-" if r["bpb"]["mean"] is None or ref is None else f"{r['bpb']['mean'] - ref:+.4f}"
+    lines.append(f"| {n} | {r['chunk']} | {r['params']:,} | {fmt(r['bpb'], '.4f')} | {gap} |")
   return {"seeds": seeds, "rows": rows, "table": "\n".join(lines)}
 
 

@@ -45,6 +45,21 @@ def test_quality_arms_reuse_the_other_experiments_runs(tmp_path):
     q("mamba")
 
 
+def test_a_diverged_quality_arm_is_reported_not_raised(tmp_path, monkeypatch):
+  def diverge(cfg):
+    raise tx.resume_lib.NonFiniteError("non-finite loss", step=3, last_good=None, command="")
+  monkeypatch.setattr(tx.trainer, "train", diverge)
+  base, _ = config.parse_args(["--smoke", f"--config.workdir={tmp_path}"],
+                              default="tnt_experiments")
+  cfg = tx.quality_config(base, "tnt_no_qk", 0)
+  with pytest.raises(tx.resume_lib.NonFiniteError):
+    tx.run(cfg)
+  r = tx.run(cfg, diverged_ok=True)
+  assert r["diverged_at_step"] == 3 and r["bpb"] != r["bpb"] and r["params"] > 0
+  big = tx.quality_config(base, "titans_C256", 0).model.memory.titans
+  assert big.lr_max == pytest.approx(base.model.memory.titans.lr_max * 64 / 256)
+
+
 def test_spread_and_format():
   s = tx.spread([3.0, None, 1.0])
   assert (s["mean"], s["min"], s["max"], s["n"], s["of"], s["nonfinite"]) == (
