@@ -51,5 +51,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                         "titans_C8,titans_C256,ttt_mlp,attention,swa,tnt_CL64,tnt_L2,tnt_L4,"
                         "tnt_no_global,tnt_no_qk,tnt_no_reset,tnt_CL64_stage2")
   c.exp.quality_seeds = "0"
+  if not smoke:  # round-robin timing of 8 arms: more rounds than the main job's 3 x 2
+    c.job.timing_rounds, c.job.timing_steps = 5, 3
   c.job.compile_cache = True                 # the seeds of an arm share its compilations
   return c
