@@ -207,8 +207,9 @@ def plot(results: dict[str, dict[str, Any]], pairs: list[int], lengths: list[int
   ax1.axhline(200 / vocab, color="gray", ls=":", lw=0.8, label=f"chance (1/{vocab // 2})")
   ax2.axhline(400 / vocab, color="gray", ls=":", lw=0.8, label=f"chance (1/{vocab // 4})")
   ax2.axvline(seq_len, color="gray", ls="--", lw=0.8, label="training length")
-  ax1.set_xscale("log", base=2)
-  ax2.set_xscale("log", base=2)
+  for ax, xs in ((ax1, pairs), (ax2, lengths)):
+    if xs:  # a job without MQAR runs (job.pairs empty) draws an empty left panel
+      ax.set_xscale("log", base=2)
   ax1.set_xlabel(f"MQAR key-value pairs (L = {seq_len})")
   ax2.set_xlabel("needle sequence length L")
   ax1.set_ylabel("recall accuracy on held-out queries (%)")
