@@ -14,7 +14,7 @@ positions (the positions with loss weight > 0) of a fixed held-out set: the firs
 of sequences whose every query is recalled.
 
   python -m examples.atlas_recall            # the job (config: tnx/configs/atlas_recall.py)
-  python -m examples.atlas_recall --smoke    # the wiring, seconds
+  python -m examples.atlas_recall --smoke    # the wiring, 2.5 min CPU (compilation)
   python -m examples.atlas_recall --docs     # also copy atlas_recall.png into docs/
 
 Writes under config.workdir: one run directory per model and task (checkpoints, metrics.jsonl,

@@ -102,7 +102,7 @@ def run(tmp_path_factory):
   return res, tmp
 
 
-@pytest.mark.slow  # two memory families compiled 4 times: ~80 s idle, 380 s on the loaded CPU
+@pytest.mark.slow  # two memory families compiled 4 times: 150-380 s on the loaded CPU
 def test_smoke_job(run):
   res, tmp = run
   results = res["results"]

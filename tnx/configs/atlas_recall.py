@@ -2,8 +2,8 @@
 count on multi-query associative recall (MQAR) with a growing number of pairs and on a
 single needle in haystacks of growing length (docs/atlas.md).
 
-  python -m examples.atlas_recall                 # ~30 min on a loaded 2-core CPU
-  python -m examples.atlas_recall --smoke         # seconds: the wiring end to end
+  python -m examples.atlas_recall                 # ~45 min on a loaded 2-core CPU (Atlas: 3/4)
+  python -m examples.atlas_recall --smoke         # the wiring end to end: 2.5 min (compiles)
   python -m examples.atlas_recall --config.job.pairs=4,16 --config.train.steps=400
   python -m examples.atlas_recall --resume        # finish an interrupted job
   python -m examples.atlas_recall --docs          # also copy the figure to docs/
