@@ -333,7 +333,8 @@ def main(argv: list[str]) -> dict[str, Any]:
                  "params": s["params"]["total"], "tokens_per_s": s["tokens_per_s"],
                  "train_s": train_s, "compile_s": s.get("compile_s", 0.0),
                  "loss": s["eval"]["loss"], "bpb": s["eval"]["bits_per_byte"],
-                 "overhead_s": overhead, "call_s": call_s})
+                 "overhead_s": overhead, "call_s": call_s,
+                 "eval_s": s.get("eval_s", 0.0), "checkpoint_s": s.get("checkpoint_s", 0.0)})
   by = {r["name"]: r for r in rows}
   base_name = next(n for n in by if not n.startswith("tnt"))
   # interleaved step times: every model under the same load
@@ -369,8 +370,10 @@ def main(argv: list[str]) -> dict[str, Any]:
       r["time_to_target_interleaved_s"] = first_reach(curve, target, "seconds_interleaved")
   job_s = time.perf_counter() - job_t0
   overhead = sum(r["overhead_s"] for r in rows)
+  eval_ckpt = sum(r["eval_s"] + r["checkpoint_s"] for r in rows)
   summary = {"table": rows, "target_loss": target, "job_wall_s": job_s,
-             "overhead_s": overhead, "overhead_fraction": overhead / job_s}
+             "overhead_s": overhead, "overhead_fraction": overhead / job_s,
+             "eval_checkpoint_s": eval_ckpt, "eval_checkpoint_fraction": eval_ckpt / job_s}
   if "tnt_stage1" in by:
     t1, t2 = by["tnt_stage1"], by.get("tnt_stage2", by["tnt_stage1"])
     b = by[base_name]
@@ -391,8 +394,10 @@ def main(argv: list[str]) -> dict[str, Any]:
              f"{summary['speedup_tokens_per_s']:.2f}x in the runs"
              + (f", {sp:.2f}x interleaved" if sp else ""))
   text += (f"\nJob wall time {job_s:.0f} s; evaluation, checkpoints, setup and final "
-           f"evaluation took {overhead:.0f} s ({100 * overhead / job_s:.1f}% of it); "
-           f"load average {os.getloadavg()[0]:.1f} at the end.")
+           f"evaluation took {overhead:.0f} s ({100 * overhead / job_s:.1f}% of it), of which "
+           f"evaluation (its compilation included) and checkpoints {eval_ckpt:.0f} s "
+           f"({100 * eval_ckpt / job_s:.1f}%); load average {os.getloadavg()[0]:.1f} at the "
+           "end.")
   for name, r in results.items():
     if isinstance(r, dict) and r.get("chunk_sweep"):
       sweep = ", ".join(f"{c}: {m['bits_per_byte']:.4f}" for c, m in r["chunk_sweep"].items())

@@ -71,6 +71,7 @@ def test_training_on_gs_workdir_writes_everything_through_epath(gcs, smoke, tb_s
   assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
   summary = json.loads((run / "summary.json").read_text())
   assert [s for s, _ in summary["train_losses"]] == [1, 2, 3, 4, 5, 6]
+  assert summary["eval_s"] > 0      # the final evaluation, timed apart
   assert resumed["train_losses"][:4] == first["train_losses"]
   tags = tb_scalars(run / "tb")
   assert [s for s, _ in tags["train/loss"]] == [1, 2, 3, 4, 5, 6]

@@ -168,6 +168,8 @@ def test_missing_and_corrupted_checkpoints_and_rates(tmp_path, smoke, light):
   assert s["tokens_per_s"] == pytest.approx(tokens_per_step / s["step_time_s"])
   assert s["wall_tokens_per_s"] < s["tokens_per_s"]
   assert s["steady_steps"] == 7 and s["compile_s"] > 0
+  # the saves are timed apart from the steps (no evaluation in this light config)
+  assert s["eval_s"] == 0 and 0 < s["checkpoint_s"] < s["wall_s"]
   assert ("peak_memory_gb" in s) == (metrics.peak_memory_bytes() is not None)
   # A workdir with checkpoints is never restarted silently; a damaged one fails clearly.
   ckpts = tmp_path / "run" / "checkpoints"

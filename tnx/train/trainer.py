@@ -12,6 +12,7 @@ status 0) after SIGTERM/SIGINT, once the current step is saved.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import jax
@@ -118,10 +119,15 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(graphdef, fp32=fp32))
 
+  spent = {"eval_s": 0.0, "checkpoint_s": 0.0}  # wall seconds in evaluation (its compilation
+                                                # included) and in checkpoint calls
+
   def evaluate() -> dict[str, float]:
+    t0 = time.perf_counter()
     ev = eval_lib.evaluate(eval_step, state["params"], state["rest"], eval_data, batch_sh)
     if mixer is not None:  # per-domain validation loss and bits/byte
       ev |= mixer.evaluate(graphdef, state["params"], state["rest"])
+    spent["eval_s"] += time.perf_counter() - t0
     return ev
 
   # ------------------------------------------------------------------ training loop
@@ -140,9 +146,11 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
     if cfg.train.keep_best and ev is None and eval_data:
       ev = evaluate()
       writer.write(step, {"kind": "eval", **ev})
+    t0 = time.perf_counter()
     ckpt.save(step, state, train_iter, {"step": step, "config": config_json, **(
         {"mixing": mixer.state_dict()} if mixer is not None else {})},
               metrics={f"eval/{k}": v for k, v in ev.items()} if ev else None)
+    spent["checkpoint_s"] += time.perf_counter() - t0
     awaiting, last_saved = step, step
 
   def handle(step: int, m: dict[str, Any]) -> None:
@@ -232,8 +240,11 @@ def train(cfg: mlc.ConfigDict) -> dict[str, Any]:
                                                       state["rest"], sweep, eval_data,
                                                       batch_sh, fp32=fp32)
   finally:  # also on errors and signals: finish the save in progress, flush the metrics
+    t0 = time.perf_counter()
     ckpt.close()
+    spent["checkpoint_s"] += time.perf_counter() - t0
     writer.close()
+  summary.update(spent)
   _write_outputs(cfg, workdir, writer, summary, lm.mixers)
   summary["state"] = state
   summary["graphdef"] = graphdef
