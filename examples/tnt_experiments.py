@@ -347,9 +347,7 @@ def main(argv: list[str]) -> dict[str, Any]:
   validation.one_of("experiment", base.experiment, EXPERIMENTS)
   out = paths.path(base.workdir) / base.experiment
   out.mkdir(parents=True, exist_ok=True)
-  if base.job.compile_cache and paths.is_local(out):
-    import jax
-    jax.config.update("jax_compilation_cache_dir", str(paths.path(base.workdir) / "jax_cache"))
+  tnt_lm.use_compile_cache(base)
   t0 = time.perf_counter()
   experiment = {"time_to_target": time_to_target, "chunk_sweep": chunk_sweep,
                 "quality": quality}[base.experiment]

@@ -290,14 +290,21 @@ def reading(rows: dict[str, dict[str, Any]], base_name: str) -> str:
   return first + " " + second
 
 
+def use_compile_cache(base: mlc.ConfigDict) -> None:
+  """With job.compile_cache and a local workdir: XLA's persistent cache in workdir/jax_cache,
+  so repeated compilations of the same step (timing, seeds, resumed runs) load instead."""
+  root = paths.path(base.workdir)
+  if base.job.compile_cache and paths.is_local(root):
+    jax.config.update("jax_compilation_cache_dir", str(root / "jax_cache"))
+
+
 def main(argv: list[str]) -> dict[str, Any]:
   sharding.maybe_initialize_distributed()
   base, resume = config_lib.parse_args(argv, default="tnt_lm")
   runs = build_configs(base)
   out = paths.path(base.workdir)
   out.mkdir(parents=True, exist_ok=True)
-  if base.job.compile_cache and paths.is_local(out):
-    jax.config.update("jax_compilation_cache_dir", str(out / "jax_cache"))
+  use_compile_cache(base)
   job_t0 = time.perf_counter()
   results, rows, curves = {}, [], {}
   offset = {"seconds": 0.0, "tokens": 0.0, "step": 0}
