@@ -1,10 +1,14 @@
-"""Recall of trained memory LMs on MQAR and needle-in-a-haystack at equal parameter count.
+"""Recall of trained LMs on MQAR and needle-in-a-haystack at equal parameter count.
 
-Models (pure memory LMs, every layer's mixer is the memory, `MODELS`): Titans (LMM, MLP memory
-on the raw keys, momentum, forget gate, window 1), OmegaNet (Omega rule with window c = 4,
-polynomial features, GD), Atlas (the same with Muon: momentum + Newton-Schulz-5) and
+Models (`MODELS`, each a change to the config's model section; `job.models` picks them):
+the ATLAS family as pure memory LMs (every layer's mixer is the memory): Titans (LMM, MLP
+memory on the raw keys, momentum, forget gate, window 1), OmegaNet (Omega rule with window
+c = 4, polynomial features, GD), Atlas (the same with Muon: momentum + Newton-Schulz-5) and
 DeepTransformer (Hebbian loss, truncated exponential features, no retention), arXiv 2505.23735
-Sec. 3-5. Their outer MLP widths F are set so that all have the parameter count of the largest.
+Sec. 3-5; and the TNT comparison (examples.tnt_recall): TTT-MLP, attention, sliding-window
+attention, TNT and its ablations. Their outer MLP widths F are set so that all have the
+parameter count of the largest. Every model is trained once per seed in `job.seeds` (the
+seed of the model's initialization; data and held-out set stay fixed).
 
 Tasks (tnx.train.data): MQAR with `job.pairs` key-value pairs at a fixed L (one training run
 per pair count), and a single needle trained at L = data.seq_len and evaluated at
@@ -17,17 +21,20 @@ of sequences whose every query is recalled.
   python -m examples.atlas_recall --smoke    # the wiring, 2.5 min CPU (compilation)
   python -m examples.atlas_recall --docs     # also copy atlas_recall.png into docs/
 
-Writes under config.workdir: one run directory per model and task (checkpoints, metrics.jsonl,
-summary.json), results.json, results.md and atlas_recall.png.
+Writes under config.workdir: one run directory per seed, model and task
+(seed<s>/<model>/<task>: checkpoints, metrics.jsonl, summary.json), results.json, results.md
+and the figure `job.figure`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +44,55 @@ import ml_collections as mlc
 import numpy as np
 from flax import nnx
 
+from examples.tnt_experiments import fmt, spread
 from tnx.models import LM, param_counts
 from tnx.train import config as config_lib
 from tnx.train import data as data_lib
 from tnx.train import paths, trainer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-# name -> (LM mixer, ATLAS variant or None)
-MODELS = {"titans": ("titans", None), "omeganet": ("atlas", "omeganet"),
-          "atlas": ("atlas", "atlas"), "deep_transformer": ("atlas", "deep_transformer")}
+UNRESET = 1 << 20  # tnt_no_reset's S_L: beyond every sequence (a multiple of every C_L)
+
+
+def _mixer(mixer: str, **memory: Any) -> Callable[[mlc.ConfigDict], None]:
+  """A model: the LM with `mixer` in every layer and these fields of its memory family."""
+  family = {"tnt": "tnt", "titans": "titans", "atlas": "atlas"}.get(mixer, "ttt")
+
+  def apply(cfg: mlc.ConfigDict) -> None:
+    cfg.model.mixers = mixer
+    for key, value in memory.items():
+      cfg.model.memory[family][key] = value
+  return apply
+
+
+def _tnt_locals(cfg: mlc.ConfigDict) -> None:
+  """TNT with four local memories {C/4, C/2, C, 2C} around the config's C_L (as
+  examples.tnt_experiments' tnt_L4)."""
+  c = cfg.model.memory.tnt.local_chunk_sizes[0]
+  _mixer("tnt", local_chunk_sizes=(max(1, c // 4), max(1, c // 2), c, 2 * c))(cfg)
+
+
+def _swa(cfg: mlc.ConfigDict) -> None:
+  """Sliding-window attention whose window is TNT's shard length S_L."""
+  _mixer("swa")(cfg)
+  cfg.model.window = cfg.model.memory.tnt.shard_length
+
+
+# name -> the change that makes the config's model this one
+MODELS: dict[str, Callable[[mlc.ConfigDict], None]] = {
+    "titans": _mixer("titans"),
+    "omeganet": _mixer("atlas", variant="omeganet"),
+    "atlas": _mixer("atlas", variant="atlas"),
+    "deep_transformer": _mixer("atlas", variant="deep_transformer"),
+    "ttt_mlp": _mixer("ttt_mlp"),
+    "attention": _mixer("attention"),
+    "swa": _swa,
+    "tnt": _mixer("tnt"),
+    "tnt_L4": _tnt_locals,
+    "tnt_no_global": _mixer("tnt", use_global=False),
+    "tnt_no_qk": _mixer("tnt", qk_projection=False),
+    "tnt_no_reset": _mixer("tnt", shard_length=UNRESET),
+}
 
 
 # ---------------------------------------------------------------------- the metric
@@ -88,10 +135,9 @@ def model_config(base: mlc.ConfigDict, name: str) -> mlc.ConfigDict:
     raise ValueError(f"job.models: {name!r} is not a model; expected names from "
                      f"{sorted(MODELS)}")
   cfg = copy.deepcopy(base)
-  mixer, variant = MODELS[name]
-  cfg.model.mixers = mixer
-  if variant:
-    cfg.model.memory.atlas.variant = variant
+  MODELS[name](cfg)
+  if cfg.model.mixers == "atlas":
+    variant = cfg.model.memory.atlas.variant
     bounds = dict(item.split(":") for item in data_lib.config_list(base.job.atlas_lr_max))
     if variant in bounds:
       cfg.model.memory.atlas.lr_max = float(bounds[variant])
@@ -118,12 +164,16 @@ def build_models(base: mlc.ConfigDict) -> dict[str, mlc.ConfigDict]:
   return {n: match_width(c, target) if count(c) != target else c for n, c in cfgs.items()}
 
 
-def task_config(cfg: mlc.ConfigDict, model: str, task: str, pairs: int = 0) -> mlc.ConfigDict:
+def task_config(cfg: mlc.ConfigDict, model: str, task: str, pairs: int = 0, seed: int = 0
+                ) -> mlc.ConfigDict:
+  """The run of `model` on `task` at init seed `seed`: <workdir>/seed<s>/<model>/<task>."""
   run = copy.deepcopy(cfg)
+  run.seed = seed
   run.data.source = task
   if task == "mqar":
     run.data.mqar_pairs = pairs
-  run.workdir = str(paths.path(cfg.workdir) / model / (f"mqar_{pairs}" if pairs else task))
+  run.workdir = str(paths.path(cfg.workdir) / f"seed{seed}" / model
+                    / (f"mqar_{pairs}" if pairs else task))
   return run
 
 
@@ -165,45 +215,69 @@ def train_and_recall(cfg: mlc.ConfigDict, resume: bool, lengths: list[int]
   return out
 
 
-def cell(r: dict[str, Any] | None, key: str) -> str:
-  if r is None:
+def cell(runs: list[dict[str, Any] | None], key: str) -> str:
+  """One seed: 'accuracy (sequences)'; several: 'mean [min, max] (mean sequences)' over the
+  seeds, '(k/n seeds)' when some are missing and '(j non-finite)' for diverged ones. One '*'
+  per restart at a lower lr."""
+  got = [r for r in runs if r is not None]
+  if not got:
     return "-"  # not run (an interrupted job's results.json)
-  if "diverged" in r:
-    return "diverged"
-  m = r[key]
-  mark = "*" * len(r.get("restarts", []))  # restarted at a lower lr after a non-finite step
-  return f"{100 * m['accuracy']:.1f} ({100 * m['sequence_accuracy']:.0f}){mark}"
+  ok = [r for r in got if "diverged" not in r]
+  mark = "*" * sum(len(r.get("restarts", [])) for r in ok)
+  if len(runs) == 1:
+    if not ok:
+      return "diverged"
+    m = ok[0][key]
+    return f"{100 * m['accuracy']:.1f} ({100 * m['sequence_accuracy']:.0f}){mark}"
+  acc = [None if r is None else math.nan if "diverged" in r else 100 * r[key]["accuracy"]
+         for r in runs]
+  if not ok:
+    return fmt(spread(acc))
+  seq = np.mean([100 * r[key]["sequence_accuracy"] for r in ok])
+  return f"{fmt(spread(acc))} ({seq:.0f}){mark}"
 
 
-def table(results: dict[str, dict[str, Any]], pairs: list[int], lengths: list[int],
+def table(results: dict[str, dict[str, list[Any]]], pairs: list[int], lengths: list[int],
           seq_len: int) -> str:
+  """Markdown: one row per model, its recall per MQAR pair count and needle length over the
+  seeds (results[model][task] = one run per seed, None where not run)."""
   head = (["model", "params", "F"] + [f"MQAR {p} pairs" for p in pairs]
           + [f"needle L={n}" for n in lengths] + ["train s"])
   lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
   for name, r in results.items():
-    runs = [r.get(f"mqar_{p}") for p in pairs] + [r.get("needle")]
+    runs = [x for p in pairs for x in r.get(f"mqar_{p}", [])] + r.get("needle", [])
     ok = next((x for x in runs if x and "params" in x), {})
     row = [name, f"{ok.get('params', 0):,}", str(ok.get("mlp_hidden", "-"))]
-    row += [cell(r.get(f"mqar_{p}"), f"L={seq_len}") for p in pairs]
-    row += [cell(r.get("needle"), f"L={n}") for n in lengths]
+    row += [cell(r.get(f"mqar_{p}", [None]), f"L={seq_len}") for p in pairs]
+    row += [cell(r.get("needle", [None]), f"L={n}") for n in lengths]
     row.append(f"{sum(x['wall_s'] for x in runs if x):.0f}")
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
 
-def plot(results: dict[str, dict[str, Any]], pairs: list[int], lengths: list[int],
-         seq_len: int, vocab: int, path: Any) -> None:
-  """Recall accuracy against MQAR pairs (left) and needle length (right)."""
+def _accuracy(runs: list[dict[str, Any] | None], key: str) -> tuple[float, float, float]:
+  """(mean, min, max) recall in % over the finished, finite seeds (NaN if none)."""
+  acc = [100 * r[key]["accuracy"] for r in runs if r and "diverged" not in r]
+  return (float(np.mean(acc)), min(acc), max(acc)) if acc else (np.nan,) * 3
+
+
+def plot(results: dict[str, dict[str, list[Any]]], pairs: list[int], lengths: list[int],
+         seq_len: int, vocab: int, path: Any, title: str) -> None:
+  """Recall accuracy against MQAR pairs (left) and needle length (right): the mean over
+  seeds, the bars spanning min to max."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-  acc = lambda r, key: np.nan if not r or "diverged" in r else 100 * r[key]["accuracy"]
+
+  def draw(ax: Any, xs: list[int], stats: list[tuple[float, float, float]], name: str) -> None:
+    mean, lo, hi = (np.array(v) for v in zip(*stats)) if stats else ([], [], [])
+    ax.errorbar(xs, mean, yerr=[mean - lo, hi - mean] if len(xs) else None, marker="o",
+                capsize=3, label=name)
+
   for name, r in results.items():
-    ax1.plot(pairs, [acc(r.get(f"mqar_{p}"), f"L={seq_len}") for p in pairs], marker="o",
-             label=name)
-    ax2.plot(lengths, [acc(r.get("needle"), f"L={n}") for n in lengths], marker="o",
-             label=name)
+    draw(ax1, pairs, [_accuracy(r.get(f"mqar_{p}", []), f"L={seq_len}") for p in pairs], name)
+    draw(ax2, lengths, [_accuracy(r.get("needle", []), f"L={n}") for n in lengths], name)
   ax1.axhline(200 / vocab, color="gray", ls=":", lw=0.8, label=f"chance (1/{vocab // 2})")
   ax2.axhline(400 / vocab, color="gray", ls=":", lw=0.8, label=f"chance (1/{vocab // 4})")
   ax2.axvline(seq_len, color="gray", ls="--", lw=0.8, label="training length")
@@ -215,57 +289,71 @@ def plot(results: dict[str, dict[str, Any]], pairs: list[int], lengths: list[int
   ax1.set_ylabel("recall accuracy on held-out queries (%)")
   for ax in (ax1, ax2):
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.suptitle("Trained memory LMs at equal parameter count: recall")
+    ax.legend(fontsize=7)
+  fig.suptitle(title)
   fig.tight_layout()
   paths.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None, default: str = "atlas_recall") -> dict[str, Any]:
   base, resume = config_lib.parse_args(sys.argv[1:] if argv is None else argv,
-                                       default="atlas_recall")
+                                       default=default)
   out = paths.path(base.workdir)
   out.mkdir(parents=True, exist_ok=True)
   if base.job.compile_cache and paths.is_local(out):
     jax.config.update("jax_compilation_cache_dir", str(out / "jax_cache"))
   pairs = [int(p) for p in data_lib.config_list(base.job.pairs)]
   lengths = [int(n) for n in data_lib.config_list(base.job.needle_lengths)]
+  seeds = [int(s) for s in data_lib.config_list(base.job.seeds)]
+  if not seeds:
+    raise ValueError("job.seeds is empty; expected a comma list of seeds such as '0,1,2'")
   t0 = time.perf_counter()
-  results: dict[str, dict[str, Any]] = {}
-  for name, cfg in build_models(base).items():
-    results[name] = {}
-    tasks = [("mqar", p) for p in pairs] + [("needle", 0)]
-    for task, p in tasks:
-      run = task_config(cfg, name, task, p)
-      print(f"\n=== {name} {task} {p or ''} -> {run.workdir}", flush=True)
-      key = f"mqar_{p}" if p else "needle"
-      results[name][key] = train_and_recall(run, resume, lengths if task == "needle" else [])
-      print(f"=== {name} {key}: {json.dumps(results[name][key], default=str)}", flush=True)
-      paths.write_text(out / "results.json", json.dumps({"results": results}, default=str))
+  models = build_models(base)
+  tasks = [("mqar", p) for p in pairs] + [("needle", 0)]
+  results: dict[str, dict[str, list[Any]]] = {
+      name: {f"mqar_{p}" if p else "needle": [None] * len(seeds) for _, p in tasks}
+      for name in models}
+  for i, seed in enumerate(seeds):  # a whole seed before the next: partial jobs stay useful
+    for name, cfg in models.items():
+      for task, p in tasks:
+        run = task_config(cfg, name, task, p, seed)
+        print(f"\n=== {name} {task} {p or ''} seed {seed} -> {run.workdir}", flush=True)
+        key = f"mqar_{p}" if p else "needle"
+        r = train_and_recall(run, resume, lengths if task == "needle" else [])
+        results[name][key][i] = dict(r, seed=seed)
+        print(f"=== {name} {key} seed {seed}: {json.dumps(r, default=str)}", flush=True)
+        paths.write_text(out / "results.json", json.dumps({"results": results}, default=str))
   wall = time.perf_counter() - t0
   text = table(results, pairs, lengths, base.data.seq_len)
   v = base.model.vocab_size
+  spread_text = ("" if len(seeds) == 1 else
+                 f"Mean [min, max] over the init seeds {', '.join(map(str, seeds))} (one run "
+                 "each; data and held-out set fixed); in brackets the mean share of sequences "
+                 "with every query recalled (%). ")
   text += (f"\n\nRecall accuracy (%) on the held-out queries ({base.train.eval_batches} "
-           f"batches of {base.data.global_batch}), in brackets the share of sequences with "
-           f"every query recalled (%). {base.train.steps} steps of batch "
+           f"batches of {base.data.global_batch})"
+           + (", in brackets the share of sequences with every query recalled (%). "
+              if len(seeds) == 1 else ". ") + spread_text +
+           f"{base.train.steps} steps of batch "
            f"{base.data.global_batch} per run, L = {base.data.seq_len}, "
            f"{base.data.mqar_queries} MQAR queries per sequence; needle trained at "
            f"L = {base.data.seq_len}. Chance: 1/{v // 2} (MQAR values), 1/{v // 4} (needle "
            "values). * = restarted from scratch at peak_lr x train.nan_lr_scale after a "
            "non-finite step (results.json: restarts). "
-           f"Seed {base.seed}. Job wall time {wall:.0f} s, load average "
+           + (f"Seed {seeds[0]}. " if len(seeds) == 1 else "") +
+           f"Job wall time {wall:.0f} s, load average "
            f"{os.getloadavg()[0]:.1f} at the end.")
   print("\n" + text, flush=True)
-  summary = {"results": results, "pairs": pairs, "needle_lengths": lengths,
+  summary = {"results": results, "pairs": pairs, "needle_lengths": lengths, "seeds": seeds,
              "seq_len": base.data.seq_len, "steps": base.train.steps, "wall_s": wall}
   paths.write_text(out / "results.json", json.dumps(summary, indent=1, default=str))
   paths.write_text(out / "results.md", text + "\n")
   plot(results, pairs, lengths, base.data.seq_len, base.model.vocab_size,
-       out / "atlas_recall.png")
+       out / base.job.figure, base.job.title)
   if base.docs:
-    paths.copy_into([out / "atlas_recall.png"], DOCS)
-    print(f"copied atlas_recall.png into {DOCS}")
+    paths.copy_into([out / base.job.figure], DOCS)
+    print(f"copied {base.job.figure} into {DOCS}")
   return summary
 
 

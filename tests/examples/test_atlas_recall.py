@@ -64,14 +64,29 @@ def test_models_have_equal_parameter_counts():
 def test_table_marks_diverged_runs():
   ok = {"params": 100, "mlp_hidden": 8, "wall_s": 1.0,
         "L=8": {"accuracy": 0.5, "sequence_accuracy": 0.25}}
-  res = {"m": {"mqar_2": ok, "mqar_4": {"diverged": "nan", "wall_s": 2.0},
-               "needle": dict(ok, **{"L=16": {"accuracy": 1.0, "sequence_accuracy": 1.0}})}}
-  res["n"] = {"needle": res["m"]["needle"]}   # an interrupted job: MQAR runs missing
+  res = {"m": {"mqar_2": [ok], "mqar_4": [{"diverged": "nan", "wall_s": 2.0}],
+               "needle": [dict(ok, **{"L=16": {"accuracy": 1.0, "sequence_accuracy": 1.0}})]}}
+  res["n"] = {"needle": res["m"]["needle"], "mqar_2": [None]}  # interrupted: MQAR missing
   md = example.table(res, [2, 4], [8, 16], 8).splitlines()
   assert md[3] == "| n | 100 | 8 | - | - | 50.0 (25) | 100.0 (100) | 1 |"
   assert md[0] == ("| model | params | F | MQAR 2 pairs | MQAR 4 pairs | needle L=8 | "
                    "needle L=16 | train s |")
   assert md[2] == "| m | 100 | 8 | 50.0 (25) | diverged | 50.0 (25) | 100.0 (100) | 4 |"
+
+
+def test_table_over_seeds():
+  """Mean [min, max] over seeds with the mean sequence share; a missing seed and a diverged
+  one are counted; one '*' per restart."""
+  def r(acc, seq, restarts=()):
+    return {"params": 10, "mlp_hidden": 4, "wall_s": 2.0, "restarts": list(restarts),
+            "L=8": {"accuracy": acc, "sequence_accuracy": seq}}
+  res = {"a": {"mqar_2": [r(0.5, 0.0), r(0.25, 0.5, ["x"]), r(0.75, 1.0)],
+               "needle": [r(1.0, 1.0), None, {"diverged": ["nan"], "wall_s": 1.0}]}}
+  md = example.table(res, [2], [8], 8).splitlines()
+  assert md[2] == ("| a | 10 | 4 | 50.0 [25.0, 75.0] (50)* | 100.0 [100.0, 100.0] (1/3 seeds) "
+                   "(1 non-finite) (100) | 9 |")
+  assert example.cell([{"diverged": ["nan"]}] * 2, "L=8") == "non-finite (2/2)"
+  assert example.cell([None, None], "L=8") == "-"
 
 
 def test_non_finite_runs_restart_at_a_lower_lr(tmp_path, monkeypatch):
@@ -84,11 +99,12 @@ def test_non_finite_runs_restart_at_a_lower_lr(tmp_path, monkeypatch):
     raise FloatingPointError("non-finite loss (nan) at step 3; the update was skipped")
 
   monkeypatch.setattr(example.trainer, "train", diverge)
-  cfg = example.task_config(example.model_config(base, "titans"), "titans", "mqar", 2)
+  cfg = example.task_config(example.model_config(base, "titans"), "titans", "mqar", 2, seed=1)
+  assert cfg.seed == 1 and cfg.data.mqar_pairs == 2 and cfg.data.source == "mqar"
   r = example.train_and_recall(cfg, False, [])
   lr = base.opt.peak_lr
-  assert seen == [(str(tmp_path / "titans" / "mqar_2"), lr),
-                  (str(tmp_path / "titans" / "mqar_2") + f"_lr{lr / 2:g}", lr / 2)]
+  where = str(tmp_path / "seed1" / "titans" / "mqar_2")
+  assert seen == [(where, lr), (where + f"_lr{lr / 2:g}", lr / 2)]
   assert r["diverged"] == [f"peak_lr {lr:g}: non-finite loss (nan) at step 3",
                            f"peak_lr {lr / 2:g}: non-finite loss (nan) at step 3"]
 
@@ -108,17 +124,18 @@ def test_smoke_job(run):
   results = res["results"]
   assert sorted(results) == ["atlas", "titans"] and res["pairs"] == [2]
   for r in results.values():
-    mq, nd = r["mqar_2"], r["needle"]
+    (mq,), (nd,) = r["mqar_2"], r["needle"]
     # the same held-out batches as the trainer's final evaluation: the same accuracy
     assert mq["L=32"]["accuracy"] == pytest.approx(mq["trainer_accuracy"])
     assert nd["L=32"]["accuracy"] == pytest.approx(nd["trainer_accuracy"])
     assert mq["L=32"]["queries"] == 8 * 4 and nd["L=16"]["queries"] == 8
     assert all(0 <= nd[k]["accuracy"] <= 1 for k in ("L=16", "L=32"))
     assert np.isfinite(mq["eval_loss"])
-  assert abs(results["atlas"]["mqar_2"]["params"] - results["titans"]["mqar_2"]["params"]) \
-      <= 3 * 32
+  assert abs(results["atlas"]["mqar_2"][0]["params"]
+             - results["titans"]["mqar_2"][0]["params"]) <= 3 * 32
   saved = json.loads((tmp / "results.json").read_text())
-  assert saved["results"]["titans"]["needle"]["L=16"] == results["titans"]["needle"]["L=16"]
+  assert saved["seeds"] == [0] and results["titans"]["needle"][0]["seed"] == 0
+  assert saved["results"]["titans"]["needle"][0]["L=16"] == results["titans"]["needle"][0]["L=16"]
   md = (tmp / "results.md").read_text().splitlines()
   assert md[0].startswith("| model | params | F | MQAR 2 pairs | needle L=16 | needle L=32 |")
   assert (tmp / "atlas_recall.png").read_bytes()[:4] == b"\x89PNG"

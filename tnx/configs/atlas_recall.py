@@ -47,8 +47,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.train.plot = False
 
   c.job = mlc.ConfigDict()
-  # model name -> (mixer, ATLAS variant); see examples.atlas_recall.MODELS
+  # model names from examples.atlas_recall.MODELS (each a change to the model section)
   c.job.models = "titans,omeganet,deep_transformer,atlas"
+  c.job.seeds = "0"               # init seeds, one run per model, task and seed (comma list)
   c.job.pairs = "4,8,16,24"       # MQAR key-value pairs per sequence, one run per count
   c.job.needle_lengths = "32,64,128,256"  # needle evaluated at these L (trained at seq_len)
   # inner step bounds per ATLAS variant (variant:lr_max, comma list), over the variant's
@@ -59,6 +60,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                                   # train.nan_lr_scale (the trainer's recovery), this often
   c.job.compile_cache = True      # persistent XLA cache in workdir/jax_cache: the runs of one
                                   # model differ only in data, so they compile once
+  c.job.figure = "atlas_recall.png"  # under workdir (and docs/ with --docs)
+  c.job.title = "Trained memory LMs at equal parameter count: recall"
   if arg == "smoke":
     c.workdir = "runs/atlas_recall_smoke"
     c.model.d_model, c.model.n_layers, c.model.n_heads = 32, 1, 2
