@@ -178,6 +178,13 @@ def task_config(cfg: mlc.ConfigDict, model: str, task: str, pairs: int = 0, seed
 
 
 # ---------------------------------------------------------------------- runs
+def finished(workdir: str) -> bool:
+  """Whether the run in `workdir` ended (its summary.json), or diverged and was restarted
+  (a `<workdir>_lr<x>` sibling; train_and_recall finishes the chain)."""
+  where = paths.path(workdir)
+  return (where / "summary.json").exists() or any(where.parent.glob(where.name + "_lr*"))
+
+
 def train_and_recall(cfg: mlc.ConfigDict, resume: bool, lengths: list[int]
                      ) -> dict[str, Any]:
   """Trains one run (or, with `resume`, finishes it) and measures its recall: on the trainer's
@@ -318,9 +325,12 @@ def main(argv: list[str] | None = None, default: str = "atlas_recall") -> dict[s
     for name, cfg in models.items():
       for task, p in tasks:
         run = task_config(cfg, name, task, p, seed)
+        if base.job.reuse_only and not finished(run.workdir):
+          continue  # tabulate what other jobs ran: reported as not run ("-")
         print(f"\n=== {name} {task} {p or ''} seed {seed} -> {run.workdir}", flush=True)
         key = f"mqar_{p}" if p else "needle"
-        r = train_and_recall(run, resume, lengths if task == "needle" else [])
+        r = train_and_recall(run, resume or base.job.reuse_only,
+                             lengths if task == "needle" else [])
         results[name][key][i] = dict(r, seed=seed)
         print(f"=== {name} {key} seed {seed}: {json.dumps(r, default=str)}", flush=True)
         paths.write_text(out / "results.json", json.dumps({"results": results}, default=str))

@@ -109,6 +109,18 @@ def test_non_finite_runs_restart_at_a_lower_lr(tmp_path, monkeypatch):
                            f"peak_lr {lr / 2:g}: non-finite loss (nan) at step 3"]
 
 
+def test_finished_runs(tmp_path):
+  run = tmp_path / "seed0" / "titans" / "mqar_4"
+  (run / "checkpoints").mkdir(parents=True)
+  assert not example.finished(str(run))          # started, not ended
+  (run / "summary.json").write_text("{}")
+  assert example.finished(str(run))
+  other = tmp_path / "seed0" / "titans" / "mqar_8"
+  (tmp_path / "seed0" / "titans" / "mqar_8_lr0.0015").mkdir()   # diverged, restarted
+  assert example.finished(str(other))
+  assert not example.finished(str(tmp_path / "seed0" / "titans" / "needle"))
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("atlas_recall")

@@ -53,3 +53,10 @@ def test_smoke_job_over_two_seeds(tmp_path):
   again = tnt_recall.main(["--smoke", f"--config.workdir={tmp_path}", "--config.job.seeds=0,1",
                            "--resume"])
   assert again["results"]["tnt"]["needle"][1]["L=16"] == res["results"]["tnt"]["needle"][1]["L=16"]
+  # reuse_only tabulates the finished runs and trains nothing: seed 2 is reported as not run
+  only = tnt_recall.main(["--smoke", f"--config.workdir={tmp_path}", "--config.job.seeds=0,2",
+                          "--config.job.reuse_only=True"])
+  assert only["results"]["swa"]["mqar_2"][1] is None and not (tmp_path / "seed2").exists()
+  assert only["results"]["swa"]["mqar_2"][0]["L=32"] == res["results"]["swa"]["mqar_2"][0]["L=32"]
+  row = (tmp_path / "results.md").read_text().splitlines()[2]
+  assert "(1/2 seeds)" in row

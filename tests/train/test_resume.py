@@ -25,6 +25,10 @@ def test_config_changes_and_message():
                                        r"  opt.peak_lr: 0.003 -> 0.001\n.*--allow_changes"):
     resume.check_config(saved, current, allow=False, where="DIR")
   assert resume.check_config(saved, current, allow=True, where="DIR") == changes
+  # an example's own sections (which runs a job makes) are not the run's config
+  assert resume.config_changes(dict(saved, job={"models": "a,b"}, docs=False),
+                               dict(saved, job={"models": "a", "seeds": "0"})) == {}
+  assert resume.config_changes({"seed": 0}, {"seed": 1}) == {"seed": (0, 1)}
 
 
 def test_resume_command_replaces_earlier_resume_flags():

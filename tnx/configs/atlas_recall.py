@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # model names from examples.atlas_recall.MODELS (each a change to the model section)
   c.job.models = "titans,omeganet,deep_transformer,atlas"
   c.job.seeds = "0"               # init seeds, one run per model, task and seed (comma list)
+  c.job.reuse_only = False        # train nothing: tabulate the finished runs (with --resume)
   c.job.pairs = "4,8,16,24"       # MQAR key-value pairs per sequence, one run per count
   c.job.needle_lengths = "32,64,128,256"  # needle evaluated at these L (trained at seq_len)
   # inner step bounds per ATLAS variant (variant:lr_max, comma list), over the variant's

@@ -4,7 +4,9 @@ commands printed when a run stops (preemption, non-finite loss) resume it correc
 A resumed run continues exactly only with the config it was started with; any difference
 (data, sequence length, batch, steps, optimizer, model) is refused with the changed keys listed
 unless `--allow_changes` is given, in which case the changes are recorded in metrics.jsonl.
-Keys that cannot affect the numbers are ignored (IGNORED).
+Keys that cannot affect the numbers are ignored: IGNORED, and every section outside
+TRAINED (the sections the trainer reads; an example's own sections, such as `job` or `exp`,
+decide which runs exist, not what a run computes, so one run can be finished by another job).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 IGNORED = ("workdir", "train.resume", "train.resume_step", "train.allow_changes",
            "train.progress", "train.plot")
 ABSENT = "<absent>"
+TRAINED = ("data", "domains", "mesh", "model", "opt", "seed", "train")
 RESUME_FLAGS = ("--resume", "--resume_step", "--allow_changes")
 
 
@@ -34,11 +37,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]
                    ) -> dict[str, tuple[Any, Any]]:
   """{key: (saved value, current value)} for every key whose value differs (ABSENT where a
-  key exists on one side only); IGNORED keys are left out."""
+  key exists on one side only); IGNORED keys and sections outside TRAINED are left out."""
   a, b = flatten(saved), flatten(current)
   out = {}
   for k in sorted(set(a) | set(b)):
-    if k in IGNORED:
+    if k in IGNORED or k.split(".")[0] not in TRAINED:
       continue
     old, new = a.get(k, ABSENT), b.get(k, ABSENT)
     if old != new:
