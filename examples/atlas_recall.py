@@ -157,10 +157,13 @@ def match_width(cfg: mlc.ConfigDict, target: int) -> mlc.ConfigDict:
 
 
 def build_models(base: mlc.ConfigDict) -> dict[str, mlc.ConfigDict]:
-  """{model name: config} with equal parameter counts (the largest default model's)."""
+  """{model name: config} with equal parameter counts: the largest default count among the
+  models of `job.match_to` (empty: of job.models), so that a job running some of the models
+  builds them as the whole job does."""
   names = list(data_lib.config_list(base.job.models))
   cfgs = {n: model_config(base, n) for n in names}
-  target = max(count(c) for c in cfgs.values())
+  sizing = list(data_lib.config_list(base.job.match_to)) or names
+  target = max(count(cfgs[n] if n in cfgs else model_config(base, n)) for n in sizing)
   return {n: match_width(c, target) if count(c) != target else c for n, c in cfgs.items()}
 
 

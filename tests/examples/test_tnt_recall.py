@@ -31,6 +31,12 @@ def test_models_are_the_named_ablations_at_equal_parameter_counts():
   assert {n: c.model.mixers for n, c in cfgs.items() if not n.startswith("tnt")} == {
       "titans": "titans", "ttt_mlp": "ttt_mlp", "attention": "attention", "swa": "swa"}
   config.validate(cfgs["tnt_no_reset"])  # the S_L beyond L is a valid TNT config
+  # a job running some of the models builds them as the whole job does
+  part, _ = config.parse_args(["--config.job.models=titans,tnt",
+                               f"--config.job.match_to={base.job.models}"], default="tnt_recall")
+  some = atlas_recall.build_models(part)
+  assert {n: c.model.mlp_hidden for n, c in some.items()} == {
+      n: cfgs[n].model.mlp_hidden for n in ("titans", "tnt")}
 
 
 @pytest.mark.slow  # three models compiled for two tasks and two seeds: 1-3 min

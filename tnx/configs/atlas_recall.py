@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.job = mlc.ConfigDict()
   # model names from examples.atlas_recall.MODELS (each a change to the model section)
   c.job.models = "titans,omeganet,deep_transformer,atlas"
+  c.job.match_to = ""             # models whose largest count all are matched to ("": job.models)
   c.job.seeds = "0"               # init seeds, one run per model, task and seed (comma list)
   c.job.reuse_only = False        # train nothing: tabulate the finished runs (with --resume)
   c.job.pairs = "4,8,16,24"       # MQAR key-value pairs per sequence, one run per count
