@@ -51,6 +51,7 @@ from tnx.train import data as data_lib
 from tnx.train import paths, trainer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+DIVERGED = "diverged.txt"  # in a run directory: the non-finite step that ended the run
 UNRESET = 1 << 20  # tnt_no_reset's S_L: beyond every sequence (a multiple of every C_L)
 
 
@@ -200,16 +201,21 @@ def train_and_recall(cfg: mlc.ConfigDict, resume: bool, lengths: list[int]
   t0 = time.perf_counter()
   failures = []
   while True:
-    try:
-      s = trainer.train(cfg)
-      break
-    except FloatingPointError as e:  # a non-finite step: the trainer's recovery, a fresh
-      failures.append(f"peak_lr {cfg.opt.peak_lr:g}: {str(e).split(';')[0]}")  # start at a
-      if len(failures) > cfg.job.nan_retries:            # lower lr, at most nan_retries times
-        return {"diverged": failures, "wall_s": time.perf_counter() - t0}
-      cfg.opt.peak_lr *= cfg.train.nan_lr_scale
-      cfg.workdir = f"{cfg.workdir}_lr{cfg.opt.peak_lr:g}"
-      cfg.train.resume = (paths.path(cfg.workdir) / "checkpoints").exists()
+    marker = paths.path(cfg.workdir) / DIVERGED
+    if resume and marker.exists():  # diverged in an earlier job: follow its restart
+      failures.append(marker.read_text())
+    else:
+      try:
+        s = trainer.train(cfg)
+        break
+      except FloatingPointError as e:  # a non-finite step: the trainer's recovery, a fresh
+        failures.append(f"peak_lr {cfg.opt.peak_lr:g}: {str(e).split(';')[0]}")  # start at a
+        paths.write_text(marker, failures[-1])             # lower lr, at most nan_retries
+    if len(failures) > cfg.job.nan_retries:                # times
+      return {"diverged": failures, "wall_s": time.perf_counter() - t0}
+    cfg.opt.peak_lr *= cfg.train.nan_lr_scale
+    cfg.workdir = f"{cfg.workdir}_lr{cfg.opt.peak_lr:g}"
+    cfg.train.resume = (paths.path(cfg.workdir) / "checkpoints").exists()
   lm = config_lib.validate(cfg)
   params, rest = s["state"]["params"], s["state"]["rest"]
   b, n = cfg.data.global_batch, cfg.train.eval_batches

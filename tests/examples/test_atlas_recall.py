@@ -107,6 +107,12 @@ def test_non_finite_runs_restart_at_a_lower_lr(tmp_path, monkeypatch):
   assert seen == [(where, lr), (where + f"_lr{lr / 2:g}", lr / 2)]
   assert r["diverged"] == [f"peak_lr {lr:g}: non-finite loss (nan) at step 3",
                            f"peak_lr {lr / 2:g}: non-finite loss (nan) at step 3"]
+  # a later job finishing the runs follows the recorded restarts instead of resuming a run
+  # that has no checkpoint, and reports the same divergence
+  seen.clear()
+  again = example.train_and_recall(example.task_config(
+      example.model_config(base, "titans"), "titans", "mqar", 2, seed=1), True, [])
+  assert seen == [] and again["diverged"] == r["diverged"]
 
 
 def test_finished_runs(tmp_path):
