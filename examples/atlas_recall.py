@@ -266,7 +266,8 @@ def table(results: dict[str, dict[str, list[Any]]], pairs: list[int], lengths: l
     row = [name, f"{ok.get('params', 0):,}", str(ok.get("mlp_hidden", "-"))]
     row += [cell(r.get(f"mqar_{p}", [None]), f"L={seq_len}") for p in pairs]
     row += [cell(r.get("needle", [None]), f"L={n}") for n in lengths]
-    row.append(f"{sum(x['wall_s'] for x in runs if x):.0f}")
+    # the trainer's step seconds (kept in summary.json, so a reusing job shows the same)
+    row.append(f"{sum(x.get('train_step_s') or 0 for x in runs if x):.0f}")
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
@@ -359,7 +360,8 @@ def main(argv: list[str] | None = None, default: str = "atlas_recall") -> dict[s
            f"{base.data.mqar_queries} MQAR queries per sequence; needle trained at "
            f"L = {base.data.seq_len}. Chance: 1/{v // 2} (MQAR values), 1/{v // 4} (needle "
            "values). * = restarted from scratch at peak_lr x train.nan_lr_scale after a "
-           "non-finite step (results.json: restarts). "
+           "non-finite step (results.json: restarts). train s = the training-step seconds "
+           "of the row's runs, all seeds (compilation and evaluation excluded). "
            + (f"Seed {seeds[0]}. " if len(seeds) == 1 else "") +
            f"Job wall time {wall:.0f} s, load average "
            f"{os.getloadavg()[0]:.1f} at the end.")

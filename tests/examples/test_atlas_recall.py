@@ -62,7 +62,7 @@ def test_models_have_equal_parameter_counts():
 
 
 def test_table_marks_diverged_runs():
-  ok = {"params": 100, "mlp_hidden": 8, "wall_s": 1.0,
+  ok = {"params": 100, "mlp_hidden": 8, "wall_s": 5.0, "train_step_s": 1.0,
         "L=8": {"accuracy": 0.5, "sequence_accuracy": 0.25}}
   res = {"m": {"mqar_2": [ok], "mqar_4": [{"diverged": "nan", "wall_s": 2.0}],
                "needle": [dict(ok, **{"L=16": {"accuracy": 1.0, "sequence_accuracy": 1.0}})]}}
@@ -71,20 +71,21 @@ def test_table_marks_diverged_runs():
   assert md[3] == "| n | 100 | 8 | - | - | 50.0 (25) | 100.0 (100) | 1 |"
   assert md[0] == ("| model | params | F | MQAR 2 pairs | MQAR 4 pairs | needle L=8 | "
                    "needle L=16 | train s |")
-  assert md[2] == "| m | 100 | 8 | 50.0 (25) | diverged | 50.0 (25) | 100.0 (100) | 4 |"
+  assert md[2] == "| m | 100 | 8 | 50.0 (25) | diverged | 50.0 (25) | 100.0 (100) | 2 |"
 
 
 def test_table_over_seeds():
   """Mean [min, max] over seeds with the mean sequence share; a missing seed and a diverged
   one are counted; one '*' per restart."""
   def r(acc, seq, restarts=()):
-    return {"params": 10, "mlp_hidden": 4, "wall_s": 2.0, "restarts": list(restarts),
+    return {"params": 10, "mlp_hidden": 4, "wall_s": 9.0, "train_step_s": 2.0,
+            "restarts": list(restarts),
             "L=8": {"accuracy": acc, "sequence_accuracy": seq}}
   res = {"a": {"mqar_2": [r(0.5, 0.0), r(0.25, 0.5, ["x"]), r(0.75, 1.0)],
                "needle": [r(1.0, 1.0), None, {"diverged": ["nan"], "wall_s": 1.0}]}}
   md = example.table(res, [2], [8], 8).splitlines()
   assert md[2] == ("| a | 10 | 4 | 50.0 [25.0, 75.0] (50)* | 100.0 [100.0, 100.0] (1/3 seeds) "
-                   "(1 non-finite) (100) | 9 |")
+                   "(1 non-finite) (100) | 8 |")
   assert example.cell([{"diverged": ["nan"]}] * 2, "L=8") == "non-finite (2/2)"
   assert example.cell([None, None], "L=8") == "-"
 
