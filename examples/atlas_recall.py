@@ -44,8 +44,8 @@ import ml_collections as mlc
 import numpy as np
 from flax import nnx
 
-from examples.tnt_experiments import fmt, spread
-from tnx.models import LM, param_counts
+from examples.tnt_experiments import fmt, four_locals, spread
+from tnx.models import FAMILIES, LM, param_counts
 from tnx.train import config as config_lib
 from tnx.train import data as data_lib
 from tnx.train import paths, trainer
@@ -56,8 +56,12 @@ UNRESET = 1 << 20  # tnt_no_reset's S_L: beyond every sequence (a multiple of ev
 
 
 def _mixer(mixer: str, **memory: Any) -> Callable[[mlc.ConfigDict], None]:
-  """A model: the LM with `mixer` in every layer and these fields of its memory family."""
-  family = {"tnt": "tnt", "titans": "titans", "atlas": "atlas"}.get(mixer, "ttt")
+  """A model: the LM with `mixer` in every layer and these fields of its memory family (the
+  mixer's name, or its prefix: ttt_mlp -> ttt)."""
+  family = mixer if mixer in FAMILIES else mixer.split("_")[0]
+  if memory and family not in FAMILIES:
+    raise ValueError(f"mixer {mixer!r} has no memory family to set {sorted(memory)} in; "
+                     f"expected one of {sorted(FAMILIES)}")
 
   def apply(cfg: mlc.ConfigDict) -> None:
     cfg.model.mixers = mixer
@@ -69,8 +73,7 @@ def _mixer(mixer: str, **memory: Any) -> Callable[[mlc.ConfigDict], None]:
 def _tnt_locals(cfg: mlc.ConfigDict) -> None:
   """TNT with four local memories {C/4, C/2, C, 2C} around the config's C_L (as
   examples.tnt_experiments' tnt_L4)."""
-  c = cfg.model.memory.tnt.local_chunk_sizes[0]
-  _mixer("tnt", local_chunk_sizes=(max(1, c // 4), max(1, c // 2), c, 2 * c))(cfg)
+  _mixer("tnt", local_chunk_sizes=four_locals(cfg.model.memory.tnt.local_chunk_sizes[0]))(cfg)
 
 
 def _swa(cfg: mlc.ConfigDict) -> None:
@@ -164,6 +167,10 @@ def build_models(base: mlc.ConfigDict) -> dict[str, mlc.ConfigDict]:
   names = list(data_lib.config_list(base.job.models))
   cfgs = {n: model_config(base, n) for n in names}
   sizing = list(data_lib.config_list(base.job.match_to)) or names
+  for n in sizing:
+    if n not in MODELS:
+      raise ValueError(f"job.match_to: {n!r} is not a model; expected names from "
+                       f"{sorted(MODELS)}")
   target = max(count(cfgs[n] if n in cfgs else model_config(base, n)) for n in sizing)
   return {n: match_width(c, target) if count(c) != target else c for n, c in cfgs.items()}
 
@@ -316,15 +323,15 @@ def plot(results: dict[str, dict[str, list[Any]]], pairs: list[int], lengths: li
 def main(argv: list[str] | None = None, default: str = "atlas_recall") -> dict[str, Any]:
   base, resume = config_lib.parse_args(sys.argv[1:] if argv is None else argv,
                                        default=default)
+  seeds = [int(s) for s in data_lib.config_list(base.job.seeds)]
+  if not seeds:
+    raise ValueError("job.seeds is empty; expected a comma list of seeds such as '0,1,2'")
   out = paths.path(base.workdir)
   out.mkdir(parents=True, exist_ok=True)
   if base.job.compile_cache and paths.is_local(out):
     jax.config.update("jax_compilation_cache_dir", str(out / "jax_cache"))
   pairs = [int(p) for p in data_lib.config_list(base.job.pairs)]
   lengths = [int(n) for n in data_lib.config_list(base.job.needle_lengths)]
-  seeds = [int(s) for s in data_lib.config_list(base.job.seeds)]
-  if not seeds:
-    raise ValueError("job.seeds is empty; expected a comma list of seeds such as '0,1,2'")
   t0 = time.perf_counter()
   models = build_models(base)
   tasks = [("mqar", p) for p in pairs] + [("needle", 0)]

@@ -60,6 +60,11 @@ def fmt(s: dict[str, Any], spec: str = ".1f") -> str:
   return text + (f" ({s['nonfinite']} non-finite)" if s.get("nonfinite") else "")
 
 
+def four_locals(chunk: int) -> tuple[int, int, int, int]:
+  """The local chunks {C/4, C/2, C, 2C} of the 4-local TNT arms around C_L = `chunk`."""
+  return max(1, chunk // 4), max(1, chunk // 2), chunk, 2 * chunk
+
+
 def tnt_arm(where: mlc.ConfigDict, name: str, local_chunks: tuple[int, ...],
             **fields: Any) -> mlc.ConfigDict:
   """TNT stage 1 of the main job (C_G, S_L from `job`) with these local chunks and TNT
@@ -299,8 +304,7 @@ def quality_config(base: mlc.ConfigDict, name: str, seed: int) -> mlc.ConfigDict
     cfg = baseline_arm(where, name, "swa", target, model__window=shard)
   elif name in ("tnt_L2", "tnt_L4"):
     n = int(name[-1])
-    chunks = (main_chunk // 2, main_chunk) if n == 2 else (
-        main_chunk // 4, main_chunk // 2, main_chunk, 2 * main_chunk)
+    chunks = (main_chunk // 2, main_chunk) if n == 2 else four_locals(main_chunk)
     cfg = tnt_lm.match_params(tnt_arm(where, name, chunks), target)
   elif name == "tnt_no_global":
     cfg = tnt_lm.match_params(tnt_arm(where, name, (main_chunk,), use_global=False), target)

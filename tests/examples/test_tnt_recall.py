@@ -39,6 +39,17 @@ def test_models_are_the_named_ablations_at_equal_parameter_counts():
       n: cfgs[n].model.mlp_hidden for n in ("titans", "tnt")}
 
 
+def test_bad_job_fields_are_refused(tmp_path):
+  base, _ = config.parse_args(["--config.job.match_to=titans,mamba"], default="tnt_recall")
+  with pytest.raises(ValueError, match="job.match_to: 'mamba'"):
+    atlas_recall.build_models(base)
+  with pytest.raises(ValueError, match="no memory family"):
+    atlas_recall._mixer("attention", window=8)
+  with pytest.raises(ValueError, match="job.seeds is empty"):
+    tnt_recall.main(["--smoke", "--config.job.seeds=", f"--config.workdir={tmp_path / 'w'}"])
+  assert not (tmp_path / "w").exists()   # refused before anything is written
+
+
 @pytest.mark.slow  # three models compiled for two tasks and two seeds: 1-3 min
 def test_smoke_job_over_two_seeds(tmp_path):
   res = tnt_recall.main(["--smoke", f"--config.workdir={tmp_path}", "--config.job.seeds=0,1"])
