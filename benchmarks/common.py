@@ -34,6 +34,30 @@ def time_fn(fn: Callable[[], Any], *, steps: int, warmup: int = 1,
   return times[len(times) // 2]
 
 
+def add_cpu_devices_flag(parser) -> None:
+  parser.add_argument("--cpu_devices", type=int, default=0,
+                      help="split the CPU into this many JAX devices and spread the batch over "
+                           "them, as the trainer's data parallelism does (0: one device)")
+
+
+def split_cpu(n: int) -> None:
+  """`--cpu_devices`: before anything runs on JAX (0 leaves the default single device)."""
+  if n:
+    from tnx import sharding
+    sharding.set_cpu_devices(n)
+
+
+def spread_batch(params: Any, x: jax.Array, devices: int) -> tuple[Any, jax.Array]:
+  """(params replicated, x [B, ...] split over the batch) on the first `devices` devices: the
+  trainer's data parallelism; unchanged for devices <= 1."""
+  if devices <= 1:
+    return params, x
+  from tnx import sharding
+  mesh = sharding.make_mesh(data=devices)
+  return (jax.device_put(params, sharding.named(mesh)),
+          jax.device_put(x, sharding.named(mesh, (sharding.DATA, sharding.FSDP))))
+
+
 def matmul_flops_per_second(n: int = 1024, dtype=jnp.float32, steps: int = 5) -> float:
   """Achieved FLOP/s of an n x n x n matmul in `dtype` on the default device."""
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)

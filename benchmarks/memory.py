@@ -102,7 +102,7 @@ def time_omega(run, state0, inp, steps, max_seconds):
   return sec, common.compiled_peak_bytes(compiled)
 
 
-def bench_one(kind, b, length, d, heads, chunk, steps, max_seconds):
+def bench_one(kind, b, length, d, heads, chunk, steps, max_seconds, devices=0):
   if kind.startswith("omega_"):
     k = d // heads
     cfg, run = omega_run(kind[len("omega_"):], chunk)
@@ -112,6 +112,7 @@ def bench_one(kind, b, length, d, heads, chunk, steps, max_seconds):
   layer, mem, momentum = make_layer(kind, d, heads, chunk)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
   x = jax.random.normal(jax.random.PRNGKey(1), (b, length, d), jnp.float32)
+  params, x = common.spread_batch(params, x, devices)
 
   def loss(p, x):
     return jnp.mean(jnp.square(nnx.merge(graphdef, p, rest)(x)))
@@ -137,7 +138,9 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--max_seconds", type=float, default=60.0, help="time budget per row")
   p.add_argument("--out", default="runs/benchmarks/memory.json")
+  common.add_cpu_devices_flag(p)
   a = p.parse_args(argv)
+  common.split_cpu(a.cpu_devices)
   if a.smoke:
     a.lengths, a.chunks, a.d_model, a.heads, a.steps = "64", "1,16", 32, 2, 2
   lengths = [int(v) for v in a.lengths.split(",")]
@@ -150,7 +153,7 @@ def main(argv=None):
     for length in lengths:
       for chunk in chunks:
         sec, flops, peak = bench_one(kind, a.batch, length, a.d_model, a.heads, chunk,
-                                     a.steps, a.max_seconds)
+                                     a.steps, a.max_seconds, a.cpu_devices)
         rate = flops / sec
         row = [kind, length, chunk, a.batch * length / sec, sec * 1e3,
                (peak or float("nan")) / 2**20, rate / 1e9, 100.0 * rate / matmul]

@@ -11,12 +11,23 @@ calls after one warm-up call, and the whole table measured `--repeats` times wit
 rows interleaved, so that machine drift hits both sides alike; the table shows the range over
 repetitions.
 
+`--cpu_devices N` splits the CPU into N JAX devices and spreads the batch over them (the
+trainer's data parallelism, `tnx.sharding.set_cpu_devices`) for tnx and ttt-lm-jax alike;
+tnx is then also timed on one device in the same run (columns "tnx, one device" and
+"data-parallel speed-up"). titans-pytorch always uses torch's own thread pool.
+
 Peers:
 * titans-pytorch (`NeuralMemory`, its defaults otherwise): `--peer_venv DIR` creates DIR as a
   virtualenv with torch and titans-pytorch (`--titans_pytorch_version`) if it does not exist
   and runs `benchmarks/peers_torch.py` there, one subprocess per measurement. Its reads come
   from the memory as of the previous chunk boundary, which tnx calls chunk-start retrieval;
-  the table compares it with both tnx retrieval modes.
+  the table compares it with both tnx retrieval modes. Its gradient anchor differs too: with
+  its default `batch_size=None` it takes every chunk's gradient at the weights the call
+  started with (the momentum and decay then run as an associative scan over chunks), so a
+  call has no serial dependence between chunks; tnx (and the Titans paper, Section 3.2)
+  takes chunk c's gradients at the state after chunk c - 1. The last two rows run
+  titans-pytorch with `batch_size` = chunk (weights updated after every chunk), the same
+  anchoring and the same reads as tnx with chunk-start retrieval.
 * ttt-lm-jax (the official JAX TTT code) is not a package: `--ttt_lm_jax DIR` loads
   `DIR/ttt/models/ttt_layer.py` into this process and times its `TTTLinear` / `TTTMLP` with
   the 125M configuration's layer settings (mini-batch 16, conv width 4, base lr 1, remat group
@@ -44,13 +55,18 @@ from flax import nnx
 from benchmarks import common
 from tnx.memory import titans, ttt
 
-ROWS = (  # (name, tnx layer builder args, peer)
-    ("Titans, chunk 16", ("titans", 16, "intra_chunk"), ("titans-pytorch", 16)),
-    ("Titans, chunk 64", ("titans", 64, "intra_chunk"), ("titans-pytorch", 64)),
+ROWS = (  # (name, tnx layer builder args, peer and its arguments)
+    ("Titans, chunk 16", ("titans", 16, "intra_chunk"), ("titans-pytorch", (16, 0))),
+    ("Titans, chunk 64", ("titans", 64, "intra_chunk"), ("titans-pytorch", (64, 0))),
     ("Titans, chunk 64, chunk-start reads", ("titans", 64, "chunk_start"),
-     ("titans-pytorch", 64)),
+     ("titans-pytorch", (64, 0))),
     ("TTT-Linear, mini-batch 16", ("ttt_linear", 16, "intra_chunk"), ("ttt-lm-jax", "linear")),
     ("TTT-MLP, mini-batch 16", ("ttt_mlp", 16, "intra_chunk"), ("ttt-lm-jax", "mlp")),
+    # The same semantics on both sides: titans-pytorch updating its weights after every chunk.
+    ("Titans, chunk 16, chunk-start reads, same anchors", ("titans", 16, "chunk_start"),
+     ("titans-pytorch", (16, 16))),
+    ("Titans, chunk 64, chunk-start reads, same anchors", ("titans", 64, "chunk_start"),
+     ("titans-pytorch", (64, 64))),
 )
 
 
@@ -64,19 +80,21 @@ def tnx_layer(kind: str, d: int, heads: int, chunk: int, retrieval: str) -> nnx.
   return ttt.TTTLayer(d, cfg, rngs=rngs)
 
 
-def time_grad(apply, params, x, steps: int) -> float:
-  """Median seconds of jit(grad of sum(apply(params, x))) w.r.t. params and x."""
+def time_grad(apply, params, x, steps: int, devices: int) -> float:
+  """Median seconds of jit(grad of sum(apply(params, x))) w.r.t. params and x, x's batch split
+  over the first `devices` devices (<= 1: all on the first device)."""
+  params, x = common.spread_batch(params, x, devices)
   step = jax.jit(jax.grad(lambda p, x: jnp.sum(apply(p, x)), argnums=(0, 1)))
   compiled = step.lower(params, x).compile()
   return common.time_fn(lambda: compiled(params, x), steps=steps, warmup=1)
 
 
-def time_tnx(spec, a) -> float:
+def time_tnx(spec, a, devices: int) -> float:
   kind, chunk, retrieval = spec
   layer = tnx_layer(kind, a.d_model, a.heads, chunk, retrieval)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
   x = jax.random.normal(jax.random.PRNGKey(1), (a.batch, a.length, a.d_model), jnp.float32)
-  return time_grad(lambda p, x: nnx.merge(graphdef, p, rest)(x), params, x, a.steps)
+  return time_grad(lambda p, x: nnx.merge(graphdef, p, rest)(x), params, x, a.steps, devices)
 
 
 # ---------------------------------------------------------------------------- ttt-lm-jax
@@ -130,7 +148,7 @@ def time_ttt_lm_jax(module, kind: str, a) -> float:
   pos = jnp.broadcast_to(jnp.arange(a.length), (a.batch, a.length))
   params = layer.init(jax.random.PRNGKey(0), x, position_ids=pos)
   apply = lambda p, x: layer.apply(p, x, position_ids=pos)[0]
-  return time_grad(apply, params, x, a.steps)
+  return time_grad(apply, params, x, a.steps, a.cpu_devices)
 
 
 # ------------------------------------------------------------------------- titans-pytorch
@@ -147,14 +165,17 @@ def ensure_peer_venv(venv: str, version: str) -> Path:
   return python
 
 
-def time_titans_pytorch(python: Path, chunk: int, a) -> tuple[float, str]:
+def time_titans_pytorch(python: Path, chunk: int, batch_size: int, a) -> tuple[float, str]:
+  """Seconds per step of NeuralMemory(chunk_size=chunk, batch_size=batch_size or None)."""
   worker = Path(__file__).with_name("peers_torch.py")
-  cmd = [str(python), str(worker), "--chunk", str(chunk), "--batch", str(a.batch), "--length",
+  cmd = [str(python), str(worker), "--chunk", str(chunk), "--batch_size", str(batch_size),
+         "--batch", str(a.batch), "--length",
          str(a.length), "--d_model", str(a.d_model), "--heads", str(a.heads), "--steps",
          str(a.steps)]
   out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
   rec = json.loads(out.strip().splitlines()[-1])
-  return rec["step_s"], rec["peer"]
+  name = rec["peer"] + (f", batch_size {batch_size}" if batch_size else "")
+  return rec["step_s"], name
 
 
 # ------------------------------------------------------------------------------------ main
@@ -179,7 +200,9 @@ def main(argv=None) -> list[dict]:
   p.add_argument("--ttt_lm_jax", default="", help="path of a ttt-lm-jax checkout")
   p.add_argument("--rows", default="", help="comma-separated row numbers (default: all)")
   p.add_argument("--out", default="runs/benchmarks/peers.json")
+  common.add_cpu_devices_flag(p)
   a = p.parse_args(argv)
+  common.split_cpu(a.cpu_devices)
   if a.smoke:
     a.length, a.d_model, a.heads, a.steps, a.repeats = 128, 32, 2, 1, 1
   torch_python = ensure_peer_venv(a.peer_venv, a.titans_pytorch_version) if a.peer_venv else None
@@ -190,18 +213,23 @@ def main(argv=None) -> list[dict]:
         f"D={a.d_model} H={a.heads}", flush=True)
   tokens = a.batch * a.length
   chosen = [ROWS[int(i)] for i in a.rows.split(",")] if a.rows else list(ROWS)
-  results = {name: {"tnx": [], "peer": [], "peer_name": ""} for name, _, _ in chosen}
+  results = {name: {"tnx": [], "tnx_one_device": [], "peer": [], "peer_name": ""}
+             for name, _, _ in chosen}
+  several = a.cpu_devices > 1   # then also tnx on one device, for the same-run speed-up
   for rep in range(a.repeats):
     for name, spec, (peer, arg) in chosen:
       rec = results[name]
-      rec["tnx"].append(tokens / time_tnx(spec, a))
+      rec["tnx"].append(tokens / time_tnx(spec, a, a.cpu_devices))
+      if several:
+        rec["tnx_one_device"].append(tokens / time_tnx(spec, a, 1))
       if peer == "titans-pytorch" and torch_python is not None:
-        sec, rec["peer_name"] = time_titans_pytorch(torch_python, arg, a)
+        sec, rec["peer_name"] = time_titans_pytorch(torch_python, *arg, a)
         rec["peer"].append(tokens / sec)
       elif peer == "ttt-lm-jax" and ttt_module is not None:
         rec["peer"].append(tokens / time_ttt_lm_jax(ttt_module, arg, a))
         rec["peer_name"] = "ttt-lm-jax"
       print(f"  repeat {rep}: {name}: tnx {rec['tnx'][-1]:,.0f} tokens/s"
+            + (f" (one device {rec['tnx_one_device'][-1]:,.0f})" if several else "")
             + (f", {rec['peer_name']} {rec['peer'][-1]:,.0f}" if rec["peer"] else ""),
             flush=True)
   rows, records = [], []
@@ -209,10 +237,17 @@ def main(argv=None) -> list[dict]:
     rec = results[name]
     per_rep = [t / q for t, q in zip(rec["tnx"], rec["peer"])]   # same repetition: same drift
     ratio = f"{min(per_rep):.2f}-{max(per_rep):.2f}x" if per_rep else "-"
-    rows.append([name, span(rec["tnx"]), f"{rec['peer_name'] or peer + ' (not run)'}: "
-                 + (span(rec["peer"]) if rec["peer"] else "-"), ratio])
+    row = [name, span(rec["tnx"]), f"{rec['peer_name'] or peer + ' (not run)'}: "
+           + (span(rec["peer"]) if rec["peer"] else "-"), ratio]
+    if several:
+      spread = [t / o for t, o in zip(rec["tnx"], rec["tnx_one_device"])]
+      row[2:2] = [span(rec["tnx_one_device"]), f"{min(spread):.2f}-{max(spread):.2f}x"]
+    rows.append(row)
     records.append({"layer": name, **rec})
-  common.print_table(["layer", "tnx tokens/s", "peer tokens/s", "ratio"], rows)
+  header = ["layer", "tnx tokens/s", "peer tokens/s", "ratio"]
+  if several:
+    header[2:2] = ["tnx, one device", "data-parallel speed-up"]
+  common.print_table(header, rows)
   common.write_json(a.out, {"matmul_flops": matmul, "rows": records, "args": vars(a)})
   return records
 

@@ -25,6 +25,9 @@ def main() -> None:
   p.add_argument("--heads", type=int, default=4)
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+  p.add_argument("--batch_size", type=int, default=0,
+                 help="NeuralMemory batch_size: update the weights every this many tokens (0: "
+                      "its default, None: every chunk's gradient at the call's initial weights)")
   a = p.parse_args()
 
   import titans_pytorch
@@ -34,7 +37,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
   torch.manual_seed(0)
   mem = titans_pytorch.NeuralMemory(dim=a.d_model, chunk_size=a.chunk, heads=a.heads,
-                                    dim_head=a.d_model // a.heads)
+                                    dim_head=a.d_model // a.heads,
+                                    batch_size=a.batch_size or None)
   x = torch.randn(a.batch, a.length, a.d_model, requires_grad=True)
 
   def step() -> None:
@@ -54,7 +58,8 @@ def main() -> None:
   if version is None:
     from importlib import metadata
     version = metadata.version("titans-pytorch")
-  print(json.dumps({"peer": f"titans-pytorch {version}", "chunk": a.chunk, "step_s": sec,
+  print(json.dumps({"peer": f"titans-pytorch {version}", "chunk": a.chunk,
+                    "batch_size": a.batch_size or None, "step_s": sec,
                     "tokens_per_s": a.batch * a.length / sec,
                     "threads": torch.get_num_threads()}), flush=True)
 

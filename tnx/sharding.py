@@ -68,6 +68,30 @@ def shard_map(f: Callable[..., Any], *, mesh: Mesh, in_specs: Any, out_specs: An
   return jax.shard_map(f, **kwargs)
 
 
+def set_cpu_devices(n: int) -> None:
+  """Splits this host's CPU into `n` JAX devices (`jax_num_cpu_devices`); call before JAX runs.
+
+  XLA's CPU backend runs each of the memory primitive's small per-head matmuls (C x K x 4K)
+  on one core, so a single CPU device leaves the other cores mostly idle. With n devices the
+  trainer's data parallelism (mesh.data = -1) runs a slice of the batch on each: 1.5-1.8x per
+  step for the main job on the 2-core CPU (docs/benchmarks.md). The batch per step must
+  divide by n (the trainer checks). Data-parallel sums change the float rounding, so a run
+  resumes exactly only with the device count it started with.
+
+  Raises ValueError if n is not a positive int, or if JAX already started in this process
+  with a different number of CPU devices.
+  """
+  n = validation.positive_int("cpu_devices", n)
+  try:
+    jax.config.update("jax_num_cpu_devices", n)
+  except RuntimeError:  # backends already initialized: fine only if the count is the same
+    have = len(jax.devices("cpu"))
+    if have != n:
+      raise ValueError(f"cpu_devices={n}: JAX already started in this process with {have} CPU "
+                       "devices; the CPU must be split before the first JAX operation (pass "
+                       "it on the command line of a fresh process)") from None
+
+
 def maybe_initialize_distributed() -> None:
   """Calls `jax.distributed.initialize()` when TNX_DISTRIBUTED=1 (set by launch/ scripts).
 

@@ -118,3 +118,32 @@ def test_validate_checkpointing_fields():
                               "--config.train.eval_batches=0"])
   with pytest.raises(ValueError, match="needs evaluation"):
     config.validate(cfg)
+
+
+def test_cpu_devices_splits_the_cpu_before_jax_starts():
+  """--cpu_devices=N in a fresh process gives N CPU devices, and the trainer's data axis
+  takes them all (mesh.data = -1)."""
+  import os
+  import subprocess
+  import sys
+  code = ("from tnx.train import cli\n"
+          "cfg, run = cli.parse(['--config=lm:smoke', '--cpu_devices=3'], 'lm')\n"
+          "import jax\n"
+          "from tnx import sharding\n"
+          "print(run['cpu_devices'], len(jax.devices()), sharding.make_mesh().shape['data'])\n")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.split() == ["3", "3", "3"]
+
+
+def test_cpu_devices_errors():
+  import jax
+  n = len(jax.devices("cpu"))      # this process has already started JAX (8 fake devices)
+  _, run = cli.parse(["--config=lm:smoke", f"--cpu_devices={n}"], "lm")
+  assert run["cpu_devices"] == n   # the count it already has: accepted
+  with pytest.raises(ValueError, match=f"cpu_devices={n + 1}: JAX already started .* {n} CPU"):
+    config.parse_args(["--config=lm:smoke", f"--cpu_devices={n + 1}"])
+  with pytest.raises(ValueError, match="cpu_devices must be a positive"):
+    config.parse_args(["--config=lm:smoke", "--cpu_devices=0"])
