@@ -36,8 +36,8 @@ def time_fn(fn: Callable[[], Any], *, steps: int, warmup: int = 1,
 
 def add_cpu_devices_flag(parser) -> None:
   parser.add_argument("--cpu_devices", type=int, default=0,
-                      help="split the CPU into this many JAX devices and spread the batch over "
-                           "them, as the trainer's data parallelism does (0: one device)")
+                      help="split the CPU into this many JAX devices before JAX starts (0: one "
+                           "device); the script's docstring says what runs on them")
 
 
 def split_cpu(n: int) -> None:

@@ -81,10 +81,21 @@ def tnx_layer(kind: str, d: int, heads: int, chunk: int, retrieval: str) -> nnx.
 
 
 def time_grad(apply, params, x, steps: int, devices: int) -> float:
-  """Median seconds of jit(grad of sum(apply(params, x))) w.r.t. params and x, x's batch split
-  over the first `devices` devices (<= 1: all on the first device)."""
-  params, x = common.spread_batch(params, x, devices)
-  step = jax.jit(jax.grad(lambda p, x: jnp.sum(apply(p, x)), argnums=(0, 1)))
+  """Median seconds of jit(grad of sum(apply(params, x))) w.r.t. params and x. With devices
+  > 1 the batch is split over the first `devices` devices by `shard_map` (each device runs
+  the layer on its own rows, the parameter gradients are summed): the same placement for
+  every implementation, whatever its code leaves to automatic partitioning."""
+  grad = local_grad = jax.grad(lambda p, x: jnp.sum(apply(p, x)), argnums=(0, 1))
+  if devices > 1:
+    from jax.sharding import PartitionSpec as P
+
+    from tnx import sharding
+    mesh = sharding.make_mesh(data=devices)
+    local = lambda p, x: (lambda g: (jax.lax.psum(g[0], sharding.DATA), g[1]))(local_grad(p, x))
+    grad = sharding.shard_map(local, mesh=mesh, in_specs=(P(), P(sharding.DATA)),
+                              out_specs=(P(), P(sharding.DATA)), check_vma=False)
+    params, x = common.spread_batch(params, x, devices)
+  step = jax.jit(grad)
   compiled = step.lower(params, x).compile()
   return common.time_fn(lambda: compiled(params, x), steps=steps, warmup=1)
 
@@ -145,9 +156,9 @@ def time_ttt_lm_jax(module, kind: str, a) -> float:
       output_ttt_stats=False, remat_mini_batch_group_size=4)
   layer = (module.TTTLinear if kind == "linear" else module.TTTMLP)(config=config)
   x = jax.random.normal(jax.random.PRNGKey(1), (a.batch, a.length, a.d_model), jnp.float32)
-  pos = jnp.broadcast_to(jnp.arange(a.length), (a.batch, a.length))
-  params = layer.init(jax.random.PRNGKey(0), x, position_ids=pos)
-  apply = lambda p, x: layer.apply(p, x, position_ids=pos)[0]
+  pos = lambda x: jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])  # the rows it gets
+  params = layer.init(jax.random.PRNGKey(0), x, position_ids=pos(x))
+  apply = lambda p, x: layer.apply(p, x, position_ids=pos(x))[0]
   return time_grad(apply, params, x, a.steps, a.cpu_devices)
 
 

@@ -16,6 +16,12 @@ bounds the time of small chunks on a CPU. An attention row (`--attention`, on by
 `tnx.nn.attention.Attention`, full causal, same width and heads; no serial chain) gives the
 quadratic reference. Every row reports XLA's planned peak memory of the compiled step; a row
 whose plan exceeds `--max_gb` is not run and says so.
+
+`--cpu_devices N --context N` splits the CPU into N devices and runs TNT context-parallel over
+them (`tnx.tnt.context_parallel`: the local shards and the global chunks' gradients spread
+over the devices); Titans' chunk recurrence is one serial chain per sequence and attention's
+step one program, so they stay on one device (their rows time the same code as without the
+flags). The parameters, inputs and outputs are the same either way.
 """
 
 from __future__ import annotations
@@ -56,7 +62,11 @@ def _tnt(args, chunk, length):
   cfg = TNTConfig(num_heads=args.heads, global_chunk_size=args.global_chunk,
                   local_chunk_sizes=(chunk,), shard_length=min(args.shard_length, length),
                   memory=mm.MemoryModelConfig(depth=2, expansion=args.expansion))
-  return lambda rngs: TNTMemory(args.d_model, cfg, rngs=rngs)
+  mesh = None
+  if args.context > 1:
+    from tnx import sharding
+    mesh = sharding.make_mesh(data=1, context=args.context)
+  return lambda rngs: TNTMemory(args.d_model, cfg, rngs=rngs, mesh=mesh)
 
 
 def _attention(args):
@@ -156,7 +166,11 @@ def parse(argv=None):
                  help="also time full causal attention of the same width")
   p.add_argument("--max_gb", type=float, default=12.0,
                  help="skip a row whose compiled step plans more memory than this")
+  p.add_argument("--context", type=int, default=1,
+                 help="TNT's context-parallel size (devices; needs --cpu_devices on a CPU)")
+  common.add_cpu_devices_flag(p)
   args = p.parse_args(argv)
+  common.split_cpu(args.cpu_devices)
   if args.smoke:
     args.lengths, args.chunks, args.global_chunk, args.shard_length = [64], [8], 32, 16
     args.layers, args.d_model, args.heads, args.steps = 1, 16, 2, 1
