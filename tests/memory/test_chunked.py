@@ -235,3 +235,34 @@ def test_remat_grouping_leaves_gradients_unchanged():
   for group in (1, 3, 4):
     for got, want in zip(jax.tree.leaves(grads(group)), jax.tree.leaves(reference)):
       np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", ["titans", "ttt_mlp", "tnt"])
+def test_batch_sharded_input_under_an_explicit_mesh_equals_unsharded(make):
+  """jax.make_mesh's default axes are Explicit: a batch-sharded input then meets the memory's
+  fresh carry, which must not be a replicated [B, ...] broadcast (vmap refuses mismatched
+  batch shardings). Float64, 4 of the 8 fake devices."""
+  from flax import nnx
+  from jax.sharding import AxisType, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  from tnx.memory import titans, ttt
+  from tnx.tnt import TNTConfig, TNTMemory
+  rngs, d = nnx.Rngs(0), 16
+  layer = {
+      "titans": lambda: titans.TitansMemory(d, titans.TitansConfig(
+          num_heads=2, chunk_size=4, dtype=jnp.float64, param_dtype=jnp.float64), rngs=rngs),
+      "ttt_mlp": lambda: ttt.TTTLayer(d, ttt.TTTConfig(
+          kind="mlp", num_heads=2, chunk_size=4, dtype=jnp.float64,
+          param_dtype=jnp.float64), rngs=rngs),
+      "tnt": lambda: TNTMemory(d, TNTConfig(
+          num_heads=2, global_chunk_size=16, local_chunk_sizes=(4,), shard_length=16,
+          dtype=jnp.float64, param_dtype=jnp.float64), rngs=rngs),
+  }[make]()
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, d), jnp.float64)
+  ref = layer(x)
+  mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Explicit,),
+                       devices=jax.devices()[:4])
+  with jax.set_mesh(mesh):
+    y = jax.jit(lambda m, x: m(x))(layer, jax.device_put(x, NamedSharding(mesh, P("data"))))
+  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-12, atol=1e-12)

@@ -229,7 +229,8 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State | None, q: jax.Ar
   Args:
     cfg: memory network architecture.
     state0: initial fast weights, leaves [H, ...] shared across the batch (None when `carry`
-      is given).
+      is given); it is vmapped over the batch, never broadcast to it, so batch-sharded
+      inputs also work under an Explicit-axes mesh.
     q, k: [B, H, L, K] queries and keys (features of them with `feature_map`); v [B, H, L, Dv].
     lr: [B, H, L] per-token step sizes (>= 0).
     chunk_size: C >= 1; gradients inside a chunk are taken at its start state.
@@ -291,7 +292,7 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State | None, q: jax.Ar
     if state0 is None:
       raise ValueError("state0 (leaves [H, ...]) or carry must be given")
     _check_state(cfg, state0, lead[1:2], dk, dv, "state0")
-    carry = init_carry(state0, lead[0], rule)
+    carry = _head_carry(state0, rule)  # shared by the batch: vmapped with in_axes None
   else:
     if state0 is not None:
       raise ValueError("give state0 or carry, not both (the carry holds the state)")
@@ -303,31 +304,38 @@ def chunked_memory(cfg: mm.MemoryModelConfig, state0: mm.State | None, q: jax.Ar
       raise ValueError(f"carry.momentum must be {'set' if rule.has_momentum else 'None'} "
                        f"for optimizer={rule.optimizer!r}")
   xs = (q, k, v, lr, log_mom_decay, log_retention, row_gate, col_gate)
-  o, carry, flags = _chunked_jit(cfg, rule, check_finite, chunk_size, remat_group, carry, ln,
-                                 xs)
+  o, carry, flags = _chunked_jit(cfg, rule, check_finite, chunk_size, remat_group,
+                                 state0 is not None, carry, ln, xs)
   if check_finite:
     finite.report("chunked_memory", *flags)
   return o, carry
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _chunked_jit(cfg, rule, check, chunk_size, remat_group, carry, ln, xs):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _chunked_jit(cfg, rule, check, chunk_size, remat_group, shared, carry, ln, xs):
+  """shared: the carry's leaves are [H, ...], one start for the whole batch (not broadcast to
+  [B, H, ...] first, so that a batch-sharded input meets no replicated batch axis)."""
   loss = mm.resolve_loss(rule.inner_loss)
   fn = lambda c, ln_, x: _single_head(cfg, rule, loss, check, chunk_size, remat_group, c, ln_,
                                       x)
-  return jax.vmap(jax.vmap(fn), in_axes=(0, None, 0))(carry, ln, xs)
+  return jax.vmap(jax.vmap(fn), in_axes=(None if shared else 0, None, 0))(carry, ln, xs)
+
+
+def _head_carry(state0: mm.State, rule: UpdateRule) -> MemoryCarry:
+  """A fresh carry for one sequence (leaves [H, ...]) from state0 (leaves [H, ...])."""
+  heads, dtype = state0[0]["w"].shape[0], state0[0]["w"].dtype
+  dk, dv, c = state0[0]["w"].shape[-2], state0[-1]["w"].shape[-1], rule.window - 1
+  mom = jax.tree.map(jnp.zeros_like, state0) if rule.has_momentum else None
+  return MemoryCarry(state0, state0, mom, jnp.zeros((heads,), jnp.int32),
+                     jnp.zeros((heads, c, dk), dtype), jnp.zeros((heads, c, dv), dtype),
+                     jnp.zeros((heads, c), dtype))
 
 
 def init_carry(state0: mm.State, batch: int, rule: UpdateRule = DEFAULT_RULE) -> MemoryCarry:
   """A fresh carry (leaves [B, H, ...]) from per-head state0 (leaves [H, ...]): zero momentum
   if the rule has one, an empty window buffer."""
-  s = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), state0)
-  heads, dtype = state0[0]["w"].shape[0], state0[0]["w"].dtype
-  dk, dv, c = state0[0]["w"].shape[-2], state0[-1]["w"].shape[-1], rule.window - 1
-  mom = jax.tree.map(jnp.zeros_like, s) if rule.has_momentum else None
-  lead = (batch, heads)
-  return MemoryCarry(s, s, mom, jnp.zeros(lead, jnp.int32), jnp.zeros(lead + (c, dk), dtype),
-                     jnp.zeros(lead + (c, dv), dtype), jnp.zeros(lead + (c,), dtype))
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape),
+                      _head_carry(state0, rule))
 
 
 def decode_step(cfg: mm.MemoryModelConfig, carry: MemoryCarry, q: jax.Array, k: jax.Array,
