@@ -11,8 +11,9 @@ calls after one warm-up call, and the whole table measured `--repeats` times wit
 rows interleaved, so that machine drift hits both sides alike; the table shows the range over
 repetitions.
 
-`--cpu_devices N` splits the CPU into N JAX devices and spreads the batch over them (the
-trainer's data parallelism, `tnx.sharding.set_cpu_devices`) for tnx and ttt-lm-jax alike;
+`--cpu_devices N` splits the CPU into N JAX devices (`tnx.sharding.set_cpu_devices`) and splits
+the batch over them with `shard_map` (each device runs its own rows, as in the trainer's data
+parallelism) for tnx and ttt-lm-jax alike;
 tnx is then also timed on one device in the same run (columns "tnx, one device" and
 "data-parallel speed-up"). titans-pytorch always uses torch's own thread pool.
 

@@ -18,10 +18,10 @@ quadratic reference. Every row reports XLA's planned peak memory of the compiled
 whose plan exceeds `--max_gb` is not run and says so.
 
 `--cpu_devices N --context N` splits the CPU into N devices and runs TNT context-parallel over
-them (`tnx.tnt.context_parallel`: the local shards and the global chunks' gradients spread
-over the devices); Titans' chunk recurrence is one serial chain per sequence and attention's
-step one program, so they stay on one device (their rows time the same code as without the
-flags). The parameters, inputs and outputs are the same either way.
+them (`tnx.tnt.context_parallel`: the sequence's shards spread over the devices); Titans'
+chunk recurrence is one serial chain per sequence and attention's step one program, so they
+stay on one device (their rows time the same code as without the flags). The parameters,
+inputs and outputs are the same either way.
 """
 
 from __future__ import annotations
