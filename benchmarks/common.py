@@ -54,8 +54,8 @@ def spread_batch(params: Any, x: jax.Array, devices: int) -> tuple[Any, jax.Arra
     return params, x
   from tnx import sharding
   mesh = sharding.make_mesh(data=devices)
-  return (jax.device_put(params, sharding.named(mesh)),
-          jax.device_put(x, sharding.named(mesh, (sharding.DATA, sharding.FSDP))))
+  return jax.device_put(params, sharding.named(mesh)), jax.device_put(
+      x, sharding.data_sharding(mesh))
 
 
 def matmul_flops_per_second(n: int = 1024, dtype=jnp.float32, steps: int = 5) -> float:

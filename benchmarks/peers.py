@@ -86,17 +86,22 @@ def time_grad(apply, params, x, steps: int, devices: int) -> float:
   > 1 the batch is split over the first `devices` devices by `shard_map` (each device runs
   the layer on its own rows, the parameter gradients are summed): the same placement for
   every implementation, whatever its code leaves to automatic partitioning."""
-  grad = local_grad = jax.grad(lambda p, x: jnp.sum(apply(p, x)), argnums=(0, 1))
+  grad = jax.grad(lambda p, x: jnp.sum(apply(p, x)), argnums=(0, 1))
+  step = grad
   if devices > 1:
     from jax.sharding import PartitionSpec as P
 
     from tnx import sharding
-    mesh = sharding.make_mesh(data=devices)
-    local = lambda p, x: (lambda g: (jax.lax.psum(g[0], sharding.DATA), g[1]))(local_grad(p, x))
-    grad = sharding.shard_map(local, mesh=mesh, in_specs=(P(), P(sharding.DATA)),
-                              out_specs=(P(), P(sharding.DATA)), check_vma=False)
+
+    def rows_grad(p, x):  # one device's rows; parameter gradients summed over the batch axes
+      g_p, g_x = grad(p, x)
+      return jax.lax.psum(g_p, (sharding.DATA, sharding.FSDP)), g_x
+
+    rows = sharding.batch_spec()
+    step = sharding.shard_map(rows_grad, mesh=sharding.make_mesh(data=devices),
+                              in_specs=(P(), rows), out_specs=(P(), rows), check_vma=False)
     params, x = common.spread_batch(params, x, devices)
-  step = jax.jit(grad)
+  step = jax.jit(step)
   compiled = step.lower(params, x).compile()
   return common.time_fn(lambda: compiled(params, x), steps=steps, warmup=1)
 
