@@ -27,6 +27,7 @@ inputs and outputs are the same either way.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -58,10 +59,12 @@ def _titans(args, chunk):
   return lambda rngs: TitansMemory(args.d_model, cfg, rngs=rngs)
 
 
-def _tnt(args, chunk, length):
+def _tnt(args, chunk, length, **overrides):
+  """TNT with one local memory of chunk `chunk`; `overrides` replace TNTConfig fields."""
   cfg = TNTConfig(num_heads=args.heads, global_chunk_size=args.global_chunk,
                   local_chunk_sizes=(chunk,), shard_length=min(args.shard_length, length),
                   memory=mm.MemoryModelConfig(depth=2, expansion=args.expansion))
+  cfg = dataclasses.replace(cfg, **overrides)
   mesh = None
   if args.context > 1:
     from tnx import sharding
@@ -73,9 +76,9 @@ def _attention(args):
   return lambda rngs: Attention(args.d_model, args.heads, rngs=rngs)
 
 
-def step_time(make, args, length: int) -> tuple[float | None, int, float | None]:
-  """(median seconds of one jitted forward+backward step or None when XLA's planned peak
-  exceeds args.max_gb, parameter count, planned peak bytes)."""
+def compile_step(make, args, length: int):
+  """The compiled forward+backward step of `args.layers` layers from `make` at length
+  `length`: (compiled, params, x, parameter count, planned peak bytes or None)."""
   model = Stack(make, args.layers, args.d_model, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
   count = sum(int(p.size) for p in jax.tree.leaves(params))
@@ -86,7 +89,13 @@ def step_time(make, args, length: int) -> tuple[float | None, int, float | None]
     return jax.value_and_grad(loss)(params)
 
   compiled = jax.jit(step).lower(params, x).compile()
-  peak = common.compiled_peak_bytes(compiled)
+  return compiled, params, x, count, common.compiled_peak_bytes(compiled)
+
+
+def step_time(make, args, length: int) -> tuple[float | None, int, float | None]:
+  """(median seconds of one jitted forward+backward step or None when XLA's planned peak
+  exceeds args.max_gb, parameter count, planned peak bytes)."""
+  compiled, params, x, count, peak = compile_step(make, args, length)
   if peak is not None and peak > args.max_gb * 2**30:
     return None, count, peak
   sec = common.time_fn(lambda: compiled(params, x), steps=args.steps, warmup=1,

@@ -36,3 +36,21 @@ def test_context_parallel_tnt_rows_match_the_single_device_loss():
     x = jax.random.normal(jax.random.key(1), (1, 64, args.d_model), jnp.float32)
     losses.append(float(jax.jit(lambda m, x: jnp.mean(jnp.square(m(x))))(model, x)))
   np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+def test_breakdown_smoke_times_every_variant_against_the_baseline():
+  from benchmarks import tnt_breakdown
+  table = tnt_breakdown.main(["--smoke"])
+  rows = [line.split("|")[1:-1] for line in table.splitlines()[2:]]
+  assert [r[0].strip() for r in rows] == [
+      "Titans C=8", "Titans C=16", "TNT {16}", "TNT {16} without global memory",
+      "TNT {16} without Q-K projection", "TNT {16}, C_G = L"]
+  assert float(rows[0][2]) == 1.0 and all(float(r[1]) > 0 for r in rows)
+
+
+def test_breakdown_rejects_zero_rounds():
+  import pytest
+
+  from benchmarks import tnt_breakdown
+  with pytest.raises(ValueError, match="--rounds"):
+    tnt_breakdown.parse(["--rounds", "0"])
